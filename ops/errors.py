@@ -1,0 +1,64 @@
+"""The one error hierarchy of opskit.
+
+Every failure a person can act on is an OpsError: it says what happened, where, and what to do
+next. The task layer renders it as one red line and exit code 1; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class OpsError(Exception):
+    """Base of every error opskit reports to a person."""
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The single line shown to the user: `where: message (hint)`."""
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return text
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+
+class ConfigError(OpsError):
+    """An environment file, secret or setting is missing or wrong."""
+
+
+class HostError(OpsError):
+    """A host could not be reached or a command on it failed."""
+
+
+class HostKeyError(HostError):
+    """A host presented an unknown or changed SSH host key."""
+
+
+class CommandError(HostError):
+    """A command on a host exited non-zero where success was required."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        hint: str | None = None,
+        exit_code: int | None = None,
+        output: str = "",
+    ):
+        super().__init__(message, where=where, hint=hint)
+        self.exit_code = exit_code
+        self.output = output
+
+
+class LabError(OpsError):
+    """The local lab could not be built, started or stopped."""
+
+
+class FleetError(OpsError):
+    """One or more hosts of a fleet operation failed; the others finished."""

@@ -33,7 +33,7 @@ class HostSpec:
 
     address: str
     port: int = 22
-    user: str = "root"
+    user: str = "deploy"
     roles: tuple[str, ...] = ()
 
     @property
@@ -49,7 +49,7 @@ class HostSpec:
         return HostSpec(self.address, self.port, user, self.roles)
 
 
-def parse_host(text: str, default_user: str = "root") -> HostSpec:
+def parse_host(text: str, default_user: str = "deploy") -> HostSpec:
     """Parse `user@host:port/role+role`; raises ValueError with the reason."""
     match = HOST_RE.match(text.strip())
     if not match:
@@ -128,11 +128,15 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in re.split(r"[\s,]+", text.strip()) if word)
 
 
-def _hosts(text: str) -> tuple[HostSpec, ...]:
+def _hosts(text: str) -> tuple[str, ...]:
     entries = _words(text)
     if not entries:
         raise ValueError("no hosts given")
-    return tuple(parse_host(entry) for entry in entries)
+    for entry in entries:
+        parse_host(entry)
+    if len(set(entries)) != len(entries):
+        raise ValueError("a host is listed twice")
+    return entries
 
 
 def _text(text: str) -> str:
@@ -143,6 +147,8 @@ def _text(text: str) -> str:
 # always caught; env/*.env.example documents each one (a unit test keeps them in step).
 KEYS: dict[str, Key] = {
     "HOSTS": Key(_hosts, None, "servers, [user@]host[:port][/role+role], comma or space separated"),
+    "DEPLOY_USER": Key(_name, "deploy", "everyday login user on the hosts, created by provisioning"),
+    "BOOTSTRAP_USER": Key(_name, "root", "user that provisioning logs in as on fresh servers (root or sudo)"),
     "SSH_IDENTITY_FILE": Key(_text, "", "private key for SSH (path, relative to the repository)"),
     "SSH_KNOWN_HOSTS": Key(_text, "", "pinned host keys (default env/<name>.known_hosts)"),
     "SSH_CONNECT_TIMEOUT": Key(_int(1, 300), "10", "seconds to wait for an SSH connection"),
@@ -161,6 +167,8 @@ class Environment:
     root: Path
     file: Path
     hosts: tuple[HostSpec, ...]
+    deploy_user: str
+    bootstrap_user: str
     identity_file: Path | None
     known_hosts: Path
     connect_timeout: int
@@ -317,6 +325,7 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
             )
         return resolved
 
+    deploy_user = str(values["DEPLOY_USER"]) or "deploy"
     identity_file = existing_path("SSH_IDENTITY_FILE")
     stack_dir = existing_path("STACK_DIR", must_be_dir=True)
     known_text = str(values["SSH_KNOWN_HOSTS"]) or f"{ENV_DIR}/{name}.known_hosts"
@@ -332,7 +341,9 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
         name=name,
         root=root,
         file=path,
-        hosts=values["HOSTS"],  # type: ignore[arg-type]
+        hosts=tuple(parse_host(entry, deploy_user) for entry in values["HOSTS"]),  # type: ignore[attr-defined]
+        deploy_user=deploy_user,
+        bootstrap_user=str(values["BOOTSTRAP_USER"]),
         identity_file=identity_file,
         known_hosts=known_hosts,
         connect_timeout=values["SSH_CONNECT_TIMEOUT"],  # type: ignore[arg-type]

@@ -366,10 +366,12 @@ def _env_text(spec: LabSpec, identity: Path) -> str:
         except ValueError:
             return str(path)
 
-    hosts = ",".join(f"root@127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1))
+    hosts = ",".join(f"127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1))
     lines = [
         f"# Written by `inv lab.up` for the local lab {spec.lab_id}; lab.up rewrites it.",
         f"HOSTS={hosts}",
+        "DEPLOY_USER=deploy",
+        "BOOTSTRAP_USER=root",
         f"SSH_IDENTITY_FILE={shown(identity)}",
         f"SSH_KNOWN_HOSTS={shown(spec.state_dir / 'known_hosts')}",
     ]

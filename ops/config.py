@@ -6,6 +6,7 @@ reads files and the mapping of process variables it is given; it never reads os.
 
 from __future__ import annotations
 
+import difflib
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
@@ -202,9 +203,7 @@ def find_root(start: Path) -> Path:
     return start
 
 
-def resolve_env_name(
-    explicit: str | None, environ: Mapping[str, str], configured: str | None, root: Path
-) -> str:
+def resolve_env_name(explicit: str | None, environ: Mapping[str, str], configured: str | None, root: Path) -> str:
     """Pick the environment: --env, then OPS_ENV, then invoke config, then the only one."""
     for candidate in (explicit, environ.get("OPS_ENV"), configured):
         if candidate:
@@ -228,12 +227,16 @@ def _read_dotenv(path: Path, display: str) -> list[tuple[str, str, int]]:
     from dotenv.parser import parse_stream
 
     entries = []
+    newlines_before = 0  # dotenv's own line numbers drift over blank lines: count ourselves
     with path.open(encoding="utf-8") as stream:
         for binding in parse_stream(stream):
-            line = binding.original.line
+            text = binding.original.string
+            start = len(text) - len(text.lstrip())
+            line = newlines_before + text.count("\n", 0, start) + 1
+            newlines_before += text.count("\n")
             if binding.error:
                 raise ConfigError(
-                    f"cannot parse {binding.original.string.strip()!r}",
+                    f"cannot parse {text.strip()!r}",
                     where=f"{display}:{line}",
                     hint="write KEY=value",
                 )
@@ -251,7 +254,10 @@ def _display(path: Path, root: Path) -> str:
 
 
 def read_secrets(
-    path: Path, root: Path, required: Iterable[tuple[str, int]], env_display: str,
+    path: Path,
+    root: Path,
+    required: Iterable[tuple[str, int]],
+    env_display: str,
     environ: Mapping[str, str],
 ) -> Secrets:
     """Secrets from the secrets file (must be 0600-ish) and the process environment."""
@@ -292,7 +298,7 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
     raw: dict[str, tuple[str, int]] = {}
     for key, value, line in _read_dotenv(path, display):
         if key not in KEYS:
-            close = [k for k in KEYS if k.split("_")[0] == key.split("_")[0]]
+            close = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f"did you mean {close[0]}?" if close else "see env/staging.env.example for the keys"
             raise ConfigError(f"unknown key {key}", where=f"{display}:{line}", hint=hint)
         raw[key] = (value, line)
@@ -334,9 +340,7 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
         known_hosts = root / known_hosts
     project = str(values["PROJECT"]) or (stack_dir.name if stack_dir else name)
     required = [(secret, lines["SECRETS"]) for secret in values["SECRETS"]]  # type: ignore[attr-defined]
-    secrets = read_secrets(
-        root / ENV_DIR / f"{name}{SECRETS_SUFFIX}", root, required, display, environ
-    )
+    secrets = read_secrets(root / ENV_DIR / f"{name}{SECRETS_SUFFIX}", root, required, display, environ)
     return Environment(
         name=name,
         root=root,

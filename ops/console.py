@@ -73,6 +73,9 @@ def console() -> Console:
         from rich.console import Console
 
         _console = Console(highlight=False, soft_wrap=False)
+        if not _console.is_terminal:
+            # Logs and CI: wide enough that tables are not folded into unreadable columns.
+            _console.width = max(_console.width, 140)
     return _console
 
 
@@ -120,7 +123,7 @@ def print_error(message: str) -> None:
     """The one red line a failed command ends with."""
     from rich.markup import escape
 
-    error_console().print(f"[bold red]error:[/] {escape(redact(message))}")
+    error_console().print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
 
 
 def print_json(data: object) -> None:

@@ -39,6 +39,10 @@ class HostKeyError(HostError):
     """A host presented an unknown or changed SSH host key."""
 
 
+class AuthenticationError(HostError):
+    """The host refused our key for that user."""
+
+
 class CommandError(HostError):
     """A command on a host exited non-zero where success was required."""
 

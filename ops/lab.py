@@ -250,7 +250,8 @@ def ensure_host_image(client: docker.DockerClient, reporter: Reporter) -> None:
         )
     except docker.errors.BuildError as error:
         lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in error.build_log]
-        raise LabError(f"building {HOST_IMAGE} failed: {[l for l in lines if l][-1:]}") from None
+        last = [line for line in lines if line][-1:] or ["no output"]
+        raise LabError(f"building {HOST_IMAGE} failed: {last[0]}") from None
 
 
 # ---------------------------------------------------------------- keys
@@ -325,7 +326,7 @@ def _run_host(client: docker.DockerClient, spec: LabSpec, index: int) -> Any:
         security_opt=["seccomp=unconfined", "apparmor=unconfined"],
         device_cgroup_rules=["a *:* rwm"],
         cgroupns="host",
-        tmpfs={"/run": "", "/tmp": ""},
+        tmpfs={"/run": "", "/tmp": ""},  # noqa: S108 (the lab host's own /tmp)
         volumes={
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             spec.volume(index): {"bind": "/var/lib/docker", "mode": "rw"},

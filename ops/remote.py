@@ -9,7 +9,6 @@ never stops the others.
 from __future__ import annotations
 
 import shlex
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ops.config import Environment, HostSpec
-from ops.errors import CommandError, HostError, HostKeyError, OpsError
+from ops.errors import AuthenticationError, CommandError, HostError, HostKeyError, OpsError
 
 if TYPE_CHECKING:
     import docker
@@ -107,13 +106,12 @@ class SSHRunner:
             connection.open()
         except paramiko.BadHostKeyException as error:
             raise HostKeyError(
-                f"host key CHANGED (got {error.key.get_name()} "
-                f"{error.key.fingerprint}); refusing to connect",
+                f"host key CHANGED (got {error.key.get_name()} {error.key.fingerprint}); refusing to connect",
                 where=where,
                 hint=f"a changed key may mean the server was rebuilt or an attack; {trust_hint(self.env_name)}",
             ) from None
         except paramiko.AuthenticationException as error:
-            raise HostError(
+            raise AuthenticationError(
                 f"authentication as {self.spec.user} failed ({error})",
                 where=where,
                 hint="check SSH_IDENTITY_FILE and the user in HOSTS",
@@ -126,7 +124,7 @@ class SSHRunner:
                     hint=trust_hint(self.env_name),
                 ) from None
             raise HostError(f"SSH failed: {error}", where=where) from None
-        except (OSError, socket.timeout) as error:
+        except (TimeoutError, OSError) as error:
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
                 reason = "connection refused"
@@ -149,7 +147,9 @@ class SSHRunner:
             )
         except Exception as error:  # invoke's CommandTimedOut, paramiko errors mid-command
             if type(error).__name__ == "CommandTimedOut":
-                raise HostError(f"command timed out after {timeout}s: {command.split()[0]} ...", where=self.spec.name) from None
+                raise HostError(
+                    f"command timed out after {timeout}s: {command.split()[0]} ...", where=self.spec.name
+                ) from None
             raise HostError(f"connection lost: {error}", where=self.spec.name) from None
         return CommandResult(command, result.exited, result.stdout, result.stderr)
 
@@ -224,7 +224,9 @@ class Host:
     def __repr__(self) -> str:
         return f"Host({self.spec.target})"
 
-    def run(self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None
+    ) -> CommandResult:
         """Run a shell command as the login user; check=True raises CommandError on failure."""
         result = self.runner.run(command, timeout=timeout, stdin=stdin)
         if check and not result.ok:
@@ -237,7 +239,9 @@ class Host:
             )
         return result
 
-    def sudo(self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def sudo(
+        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None
+    ) -> CommandResult:
         """Run a command as root: directly when logged in as root, else through `sudo -n`."""
         if self.spec.user != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
@@ -308,7 +312,11 @@ class Fleet:
 
     @classmethod
     def connect(
-        cls, env: Environment, *, only: Iterable[str] | None = None, user: str | None = None,
+        cls,
+        env: Environment,
+        *,
+        only: Iterable[str] | None = None,
+        user: str | None = None,
         runner_factory: Callable[[HostSpec], Runner] | None = None,
     ) -> Fleet:
         """Hosts for env (lazy: nothing connects until a host is used)."""

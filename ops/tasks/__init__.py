@@ -1,0 +1,19 @@
+"""The invoke namespace of opskit: one collection per capability, env-named tasks from env/.
+
+Imports here stay light (invoke only) so that `inv --list` answers fast; each task imports
+the library it needs when it runs.
+"""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+
+def namespace() -> Collection:
+    from ops.tasks import hosts, lab, ops
+
+    root = Collection()
+    for module in (lab, hosts, ops):
+        root.add_collection(module.collection())
+    root.configure({"ops": {"env": None}})
+    return root

@@ -1,0 +1,158 @@
+"""What every task shares: error handling, --debug, choosing the environment, env-named tasks.
+
+Tasks only parse flags, call the library and render; an OpsError becomes one red line and exit
+code 1, and a traceback is shown only with --debug (or `inv --debug`, or OPS_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import Task
+
+from ops.errors import OpsError
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+    from ops.config import Environment
+
+
+def project_root() -> Path:
+    """The repository the operator works in: OPS_ROOT, else the nearest directory with env/."""
+    from ops.config import find_root
+
+    explicit = os.environ.get("OPS_ROOT")
+    return Path(explicit).resolve() if explicit else find_root(Path.cwd().resolve())
+
+
+def load_env(c: Context, name: str | None) -> Environment:
+    """The chosen environment, validated, with its secrets registered for redaction."""
+    from ops.config import load_environment, resolve_env_name
+    from ops.console import add_redactor
+
+    root = project_root()
+    configured = c.config.get("ops", {}).get("env") if hasattr(c, "config") else None
+    env_name = resolve_env_name(name, os.environ, configured, root)
+    env = load_environment(env_name, root, os.environ)
+    add_redactor(env.redact)
+    return env
+
+
+def _debug_wanted(flag: bool) -> bool:
+    return flag or os.environ.get("OPS_DEBUG") == "1" or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def command(
+    body: Callable[..., Any],
+    *,
+    name: str | None = None,
+    default: bool = False,
+    help: dict[str, str] | None = None,
+    iterable: list[str] | None = None,
+    positional: list[str] | None = None,
+) -> Task[Any]:
+    """An invoke Task around body, with a --debug flag and opskit's error handling."""
+    signature = inspect.signature(body)
+    params = list(signature.parameters.values())
+    if "debug" not in signature.parameters:
+        params.append(inspect.Parameter("debug", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False))
+
+    @functools.wraps(body)
+    def run(c: Context, *args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.pop("debug", False))
+        if "debug" in signature.parameters:
+            kwargs["debug"] = debug
+        try:
+            return body(c, *args, **kwargs)
+        except OpsError as error:
+            if _debug_wanted(debug):
+                raise
+            from ops.console import print_error
+
+            print_error(error.one_line())
+            raise Exit(code=1) from None
+        except KeyboardInterrupt:
+            from ops.console import print_error
+
+            print_error("interrupted")
+            raise Exit(code=130) from None
+        except Exit:
+            raise
+        except Exception as error:
+            if _debug_wanted(debug):
+                raise
+            from ops.console import print_error
+
+            print_error(f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)")
+            raise Exit(code=1) from None
+
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    helps = {"debug": "show the traceback of an error", **(help or {})}
+    if "env" in signature.parameters:
+        helps.setdefault("env", "environment name (env/NAME.env); default OPS_ENV or the only one")
+    if "json" in signature.parameters:
+        helps.setdefault("json", "print machine-readable JSON instead of tables")
+    names = {param.name for param in params}
+    helps = {key: text for key, text in helps.items() if key in names}
+    return Task(
+        run,
+        name=name or body.__name__.replace("_", "-").strip("-"),
+        default=default,
+        help=helps,
+        iterable=iterable,
+        positional=positional,
+    )
+
+
+def env_collection(
+    name: str,
+    body: Callable[..., Any],
+    env_names: list[str],
+    *,
+    help: dict[str, str] | None = None,
+    iterable: list[str] | None = None,
+    positional: list[str] | None = None,
+) -> Collection:
+    """A collection whose default task takes --env, plus one task per environment file.
+
+    `inv deploy --env prod` and `inv deploy.prod` then do the same thing.
+    """
+    collection = Collection(name)
+    collection.add_task(command(body, name=name, default=True, help=help, iterable=iterable, positional=positional))
+    signature = inspect.signature(body)
+    bound_params = [p for p in signature.parameters.values() if p.name != "env"]
+    for env_name in env_names:
+
+        def bound(c: Context, *args: Any, _env: str = env_name, **kwargs: Any) -> Any:
+            return body(c, *args, env=_env, **kwargs)
+
+        bound.__signature__ = signature.replace(parameters=bound_params)  # type: ignore[attr-defined]
+        bound.__name__ = env_name
+        bound.__doc__ = (body.__doc__ or "").split("\n")[0].rstrip(".") + f" (environment {env_name})."
+        collection.add_task(command(bound, name=env_name, help=help, iterable=iterable, positional=positional))
+    return collection
+
+
+def environment_names() -> list[str]:
+    from ops.config import env_files
+
+    try:
+        return env_files(project_root())
+    except OSError:
+        return []
+
+
+def fail(message: str) -> None:
+    """End a task with exit code 1 after its summary said what failed."""
+    sys.stdout.flush()
+    raise Exit(code=1)

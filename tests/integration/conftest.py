@@ -1,0 +1,64 @@
+"""The integration tests' own lab ("itest", named after this checkout): real sshd, real Docker.
+
+It never shares containers or ports with the demo lab of the same checkout or with other
+checkouts. It is purged at the end of the session unless OPS_KEEP_LAB=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ops.config import Environment, load_environment
+from ops.console import RecordingReporter
+from ops.lab import LabSpec, lab_down, lab_up
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Lab:
+    spec: LabSpec
+    env: Environment
+
+    @property
+    def root(self) -> Path:
+        assert self.spec.env_root is not None
+        return self.spec.env_root
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    spec = LabSpec("itest", checkout=REPO, hosts=2, env_root=REPO / ".lab" / "itest")
+    lab_up(spec, RecordingReporter())
+    yield Lab(spec, load_environment("itest", spec.env_root or REPO, os.environ))
+    if os.environ.get("OPS_KEEP_LAB") != "1":
+        lab_down(spec, RecordingReporter(), purge=True)
+
+
+def write_env(root: Path, name: str, text: str) -> Path:
+    (root / "env").mkdir(parents=True, exist_ok=True)
+    path = root / "env" / f"{name}.env"
+    path.write_text(text)
+    return path
+
+
+def opskit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the opskit CLI as a user would, from the repository root `root`."""
+    environ = {**os.environ, "OPS_ROOT": str(root), "COLUMNS": "200"}
+    environ.pop("OPS_ENV", None)
+    return subprocess.run(
+        [sys.executable, "-c", "from ops.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )

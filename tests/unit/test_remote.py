@@ -1,0 +1,81 @@
+"""Host and Fleet with a fake runner: sudo wrapping, command errors, per-host failures."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+from ops.config import HostSpec
+from ops.errors import CommandError, HostError
+from ops.remote import Fleet, Host
+from tests.fakes import FakeRunner
+
+
+def test_sudo_is_direct_for_root_and_sudo_n_for_others() -> None:
+    root = Host(HostSpec("a", user="root"), FakeRunner())
+    root.sudo("apt-get update")
+    assert root.runner.commands == ["apt-get update"]  # type: ignore[attr-defined]
+    deploy = Host(HostSpec("a", user="deploy"), FakeRunner())
+    deploy.sudo("echo 'x'")
+    assert deploy.runner.commands == ["sudo -n sh -c 'echo '\"'\"'x'\"'\"''"]  # type: ignore[attr-defined]
+
+
+def test_a_failing_command_names_host_command_and_last_output_line() -> None:
+    host = Host(
+        HostSpec("web1", 2222), FakeRunner({"apt-get": (100, "Reading lists\nE: Unable to locate package nope")})
+    )
+    with pytest.raises(CommandError) as raised:
+        host.run("apt-get install -y nope")
+    assert raised.value.one_line() == (
+        "web1:2222: `apt-get install -y nope` exited 100: E: Unable to locate package nope"
+    )
+    assert raised.value.exit_code == 100
+    assert host.run("apt-get install -y nope", check=False).exit_code == 100
+
+
+def test_files_round_trip_through_the_runner() -> None:
+    host = Host(HostSpec("a"), FakeRunner())
+    host.put(io.BytesIO(b"payload"), "/tmp/f")
+    back = io.BytesIO()
+    host.get("/tmp/f", back)
+    assert back.getvalue() == b"payload"
+
+
+def test_fleet_reports_an_unreachable_host_and_finishes_the_others() -> None:
+    hosts = [
+        Host(HostSpec("good1"), FakeRunner({"uname": (0, "Linux")})),
+        Host(HostSpec("down"), FakeRunner(unreachable="connection refused")),
+        Host(HostSpec("good2"), FakeRunner({"uname": (0, "Linux")})),
+    ]
+    result = Fleet(hosts, parallel=2).map(lambda host: host.run("uname").stdout)
+    assert not result.ok
+    assert [(o.host, o.value) for o in result.outcomes] == [("good1", "Linux"), ("down", None), ("good2", "Linux")]
+    assert [o.error.one_line() for o in result.failed if o.error] == ["fake: unreachable: connection refused"]
+
+
+def test_fleet_concurrency_is_bounded() -> None:
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def work(host: Host) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    Fleet([Host(HostSpec(f"h{i}"), FakeRunner()) for i in range(8)], parallel=3).map(work)
+    assert peak == 3
+
+
+def test_fleet_keeps_only_ops_errors_per_host() -> None:
+    def boom(host: Host) -> None:
+        raise HostError("disk on fire", where=host.name)
+
+    result = Fleet([Host(HostSpec("a"), FakeRunner())]).map(boom)
+    assert result.failed[0].error is not None
+    assert result.failed[0].error.one_line() == "a: disk on fire"

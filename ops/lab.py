@@ -214,10 +214,10 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
             if done.returncode != 0:
                 tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
                 raise LabError(f"debootstrap failed: {tail[0]}", hint="check network access to the Debian mirror")
-            tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-            assert tar.stdout is not None
-            client.api.import_image_from_stream(tar.stdout, repository=BASE_IMAGE.split(":")[0], tag=SUITE)
-            if tar.wait() != 0:
+            with subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE) as tar:
+                assert tar.stdout is not None
+                client.api.import_image_from_stream(tar.stdout, repository=BASE_IMAGE.split(":")[0], tag=SUITE)
+            if tar.returncode != 0:
                 raise LabError("packing the debootstrapped rootfs failed")
         image = client.images.get(BASE_IMAGE)
     else:

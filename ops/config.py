@@ -144,6 +144,16 @@ def _text(text: str) -> str:
     return text
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+
 # Every key an env file may set. Later capabilities add theirs here so that an unknown key is
 # always caught; env/*.env.example documents each one (a unit test keeps them in step).
 KEYS: dict[str, Key] = {
@@ -157,6 +167,35 @@ KEYS: dict[str, Key] = {
     "STACK_DIR": Key(_text, "", "compose stack directory (relative to the repository)"),
     "PROJECT": Key(_name, "", "compose project name, also /opt/<project> on hosts"),
     "SECRETS": Key(_words, "", "names of secrets that must be set (secrets file or environment)"),
+    # Provisioning (ops/provision.py; documented in env/provision-keys.md).
+    "PROVISION_SKIP": Key(
+        _words,
+        "",
+        "provisioning steps to leave out: apt packages docker deploy-user firewall "
+        "unattended-upgrades fail2ban time swap sysctl project-dir ssh",
+    ),
+    "DOCKER_SOURCE": Key(
+        _choice("auto", "distro", "docker"),
+        "auto",
+        "auto|distro|docker: Docker from the OS's packages or Docker's apt repository",
+    ),
+    "APT_CACHE_MAX_AGE": Key(_int(0, 31536000), "3600", "seconds before provisioning refreshes the apt cache"),
+    "BASELINE_PACKAGES": Key(_words, "ca-certificates curl gnupg zstd", "packages every host gets"),
+    "FIREWALL_ALLOW_PORTS": Key(_words, "80,443", "ports ufw lets in besides SSH: PORT[/tcp|udp], LOW:HIGH/proto"),
+    "SWAP_SIZE_MB": Key(_int(0, 1048576), "0", "swap file size in MB (0: no swap file)"),
+    "DOCKER_LOG_MAX_SIZE": Key(_text, "10m", "json-file log size before rotation (daemon.json log-opts max-size)"),
+    "DOCKER_LOG_MAX_FILE": Key(_int(1, 100), "3", "json-file log files kept per container (log-opts max-file)"),
+    "ROOT_LOGIN": Key(
+        _choice("no", "prohibit-password"), "no", "sshd PermitRootLogin after provisioning: no|prohibit-password"
+    ),
+    "DEPLOY_SUDO": Key(
+        _bool, "true", "deploy user gets passwordless sudo (needed to re-provision once root is closed)"
+    ),
+    "DEPLOY_AUTHORIZED_KEYS": Key(
+        _text, "", "file of extra public keys for the deploy user (relative to the repository)"
+    ),
+    "TIME_SYNC": Key(_choice("auto", "chrony", "timesyncd"), "auto", "auto|chrony|timesyncd: time sync daemon"),
+    "SYSCTL": Key(_words, "vm.overcommit_memory=1", "kernel settings key=value, persisted in /etc/sysctl.d"),
 }
 
 

@@ -133,25 +133,42 @@ class SSHRunner:
         return connection
 
     def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
-        import io
-
         connection = self._open()
+        if stdin is not None:
+            # invoke feeds stdin a byte at a time with a sleep in between: far too slow for files.
+            return self._run_with_stdin(connection, command, stdin, timeout)
         try:
-            result = connection.run(
-                command,
-                hide=True,
-                warn=True,
-                pty=False,
-                timeout=timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
-            )
+            result = connection.run(command, hide=True, warn=True, pty=False, timeout=timeout, in_stream=False)
         except Exception as error:  # invoke's CommandTimedOut, paramiko errors mid-command
             if type(error).__name__ == "CommandTimedOut":
                 raise HostError(
-                    f"command timed out after {timeout}s: {command.split()[0]} ...", where=self.spec.name
+                    f"command timed out after {timeout}s: {_short(command)}", where=self.spec.name
                 ) from None
             raise HostError(f"connection lost: {error}", where=self.spec.name) from None
         return CommandResult(command, result.exited, result.stdout, result.stderr)
+
+    def _run_with_stdin(self, connection: Any, command: str, stdin: str, timeout: float | None) -> CommandResult:
+        try:
+            channel = connection.client.get_transport().open_session()
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.sendall(stdin.encode())
+            channel.shutdown_write()
+            stdout, stderr = bytearray(), bytearray()
+            while True:
+                if channel.recv_ready():
+                    stdout += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(65536)
+                elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                else:
+                    channel.status_event.wait(0.05)
+            code = channel.recv_exit_status()
+            channel.close()
+        except (OSError, EOFError) as error:
+            raise HostError(f"connection lost: {error or type(error).__name__}", where=self.spec.name) from None
+        return CommandResult(command, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def put(self, local: Path | IO[bytes], remote: str) -> None:
         self._open().put(str(local) if isinstance(local, Path) else local, remote)
@@ -191,7 +208,9 @@ def _docker_client(runner: Runner, where: str) -> docker.DockerClient:
                 runner.ssh_client()
 
     api = docker.APIClient(base_url="tcp://127.0.0.1:9", version="1.41")
-    adapter = PinnedSSHAdapter(f"ssh://{where}", timeout=60)
+    # Each pooled HTTP connection holds an SSH channel open; sshd allows 10 per connection
+    # (MaxSessions) and our commands need some too.
+    adapter = PinnedSSHAdapter(f"ssh://{where}", timeout=60, pool_connections=1, max_pool_size=3)
     api._custom_adapter = adapter
     api.mount("http+docker://ssh", adapter)
     api._unmount("http://", "https://")

@@ -10,10 +10,12 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import hosts, lab, ops
+    from ops.tasks import hosts, lab, ops, provision
 
     root = Collection()
     for module in (lab, hosts, ops):
         root.add_collection(module.collection())
+    for collection in provision.collections():
+        root.add_collection(collection)
     root.configure({"ops": {"env": None}})
     return root

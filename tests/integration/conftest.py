@@ -62,3 +62,22 @@ def opskit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         timeout=600,
     )
+
+
+ProvisionedLab = Lab
+
+
+@pytest.fixture(scope="session")
+def provisioned_lab() -> Iterator[Lab]:
+    """Two hosts provisioned once for the session (test_provision.py checks provisioning itself)."""
+    from ops.provision import provision
+
+    spec = LabSpec("itestp", checkout=REPO, hosts=2, env_root=REPO / ".lab" / "itestp")
+    lab_down(spec, RecordingReporter(), purge=True)  # fresh servers, whatever an earlier run left
+    lab_up(spec, RecordingReporter())
+    env = load_environment("itestp", spec.env_root or REPO, os.environ)
+    result = provision(env, RecordingReporter())
+    assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
+    yield Lab(spec, env)
+    if os.environ.get("OPS_KEEP_LAB") != "1":
+        lab_down(spec, RecordingReporter(), purge=True)

@@ -60,6 +60,24 @@ class CommandError(HostError):
         self.output = output
 
 
+class LockError(OpsError):
+    """The deploy lock is held by someone else (or could not be taken)."""
+
+
+class HealthGateError(OpsError):
+    """A service did not become healthy in time, or failed its healthcheck."""
+
+    service: object = None  # the ops.health.ServiceHealth that failed, with its logs
+
+
+class StackError(OpsError):
+    """The compose stack is missing or invalid (caught before any host changes), or its checks failed to run."""
+
+
+class DeployError(OpsError):
+    """A deploy or rollback failed on a host; the host was put back where it was."""
+
+
 class LabError(OpsError):
     """The local lab could not be built, started or stopped."""
 

@@ -153,6 +153,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for word in _words(text):
+        key, sep, value = word.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ValueError(f"{word!r} is not NAME=value")
+        pairs.append((key, value))
+    return tuple(pairs)
+
 
 # Every key an env file may set. Later capabilities add theirs here so that an unknown key is
 # always caught; env/*.env.example documents each one (a unit test keeps them in step).
@@ -167,6 +176,11 @@ KEYS: dict[str, Key] = {
     "STACK_DIR": Key(_text, "", "compose stack directory (relative to the repository)"),
     "PROJECT": Key(_name, "", "compose project name, also /opt/<project> on hosts"),
     "SECRETS": Key(_words, "", "names of secrets that must be set (secrets file or environment)"),
+    "STACK_VARS": Key(_pairs, "", "variables for the stack's .env, NAME=value, comma separated"),
+    "IMAGE_SOURCE": Key(_choice("send", "build", "pull"), "send", "how images reach hosts: send, build, pull"),
+    "HEALTH_TIMEOUT": Key(_int(5, 3600), "120", "seconds a release may take to become healthy"),
+    "SWAP_DRAIN": Key(_int(0, 600), "2", "seconds old containers drain after leaving rotation in a swap"),
+    "KEEP_RELEASES": Key(_int(1, 100), "5", "releases kept per host (with their images)"),
     # Provisioning (ops/provision.py; documented in env/provision-keys.md).
     "PROVISION_SKIP": Key(
         _words,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,6 +34,10 @@ class Reporter(Protocol):
 
     def info(self, message: str) -> None: ...
 
+    def transfer(self, host: str, what: str, total: int | None = None) -> Callable[[int], None]:
+        """A callback that advances a byte-progress bar for a transfer."""
+        ...
+
 
 @dataclass
 class RecordingReporter:
@@ -50,6 +54,9 @@ class RecordingReporter:
 
     def count(self, status: str) -> int:
         return sum(1 for event in self.events if event.status == status)
+
+    def transfer(self, host: str, what: str, total: int | None = None) -> Callable[[int], None]:
+        return lambda count: None
 
 
 _console: Console | None = None
@@ -89,8 +96,12 @@ class ConsoleReporter:
     """Prints one line per step per host as it happens, and keeps the events for the summary."""
 
     def __init__(self, quiet: bool = False):
+        import threading
+
         self.record = RecordingReporter()
         self.quiet = quiet
+        self._lock = threading.Lock()
+        self._progress: Any = None
 
     @property
     def events(self) -> list[StepEvent]:
@@ -117,6 +128,33 @@ class ConsoleReporter:
 
     def count(self, status: str) -> int:
         return self.record.count(status)
+
+    def transfer(self, host: str, what: str, total: int | None = None) -> Callable[[int], None]:
+        """A live bar with bytes and throughput; it ends when the transfer stops advancing."""
+        if self.quiet:
+            return lambda count: None
+        from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with self._lock:
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("  {task.description}"),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    console=console(),
+                    transient=True,  # the step line that follows says what was sent
+                )
+                self._progress.start()
+            progress = self._progress
+            task = progress.add_task(f"{host} {what}", total=total)
+        return lambda count: progress.advance(task, count)
+
+    def close(self) -> None:
+        """Stop live progress bars (call at the end of a command)."""
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
 
 
 def print_error(message: str) -> None:

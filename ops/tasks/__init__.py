@@ -10,12 +10,12 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import hosts, lab, ops, provision
+    from ops.tasks import deploy, hosts, lab, ops, provision
 
     root = Collection()
     for module in (lab, hosts, ops):
         root.add_collection(module.collection())
-    for collection in provision.collections():
+    for collection in [*provision.collections(), *deploy.collections()]:
         root.add_collection(collection)
     root.configure({"ops": {"env": None}})
     return root

@@ -81,3 +81,25 @@ def provisioned_lab() -> Iterator[Lab]:
     yield Lab(spec, env)
     if os.environ.get("OPS_KEEP_LAB") != "1":
         lab_down(spec, RecordingReporter(), purge=True)
+
+
+@pytest.fixture(scope="session")
+def deployed_lab(provisioned_lab: Lab) -> Lab:
+    """The provisioned lab with the demo stack deployed as v1 (tests may deploy other versions)."""
+    from ops.deploy import DeployOptions, deploy
+
+    result = deploy(provisioned_lab.env, RecordingReporter(), DeployOptions(version="v1"))
+    assert result.ok, result.as_dict()
+    return provisioned_lab
+
+
+def http_get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path as a user's browser would; (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

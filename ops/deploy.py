@@ -1,0 +1,586 @@
+"""Deploy a compose stack as an immutable, numbered release; roll back to any kept release.
+
+Order of a deploy: validate the stack locally, lock every host, bring the images, write the
+release directory, `compose up`, gate on health, switch `current`, audit, prune. A host whose
+release fails its gate is put back on its previous release before the error is reported.
+Deploy and rollback never touch volumes.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ops import audit
+from ops.config import Environment
+from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
+from ops.errors import DeployError, HealthGateError, HostError, OpsError
+from ops.health import ServiceHealth, wait_healthy
+from ops.images import build_locally, host_image_ids, local_image_ids, send_images
+from ops.lock import DeployLock, operator
+from ops.releases import Release, ReleaseStore, new_release_id
+from ops.remote import Fleet, Host
+from ops.stack import Stack, archive, env_file, load_stack, render_env, stack_dir
+
+if TYPE_CHECKING:
+    import docker
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    version: str = "v1"
+    hosts: list[str] | None = None
+    batch: int = 0  # 0: all hosts at once
+    dry_run: bool = False
+    lock_wait: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class HostReport:
+    """What happened on one host."""
+
+    host: str
+    result: str  # deployed | rolled-back | failed | skipped | planned
+    release: str = ""
+    previous: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    failing: ServiceHealth | None = None
+    images_sent: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {k: v for k, v in self.__dict__.items() if k != "failing"}
+        if self.failing:
+            data["failing_service"] = self.failing.service
+            data["health_output"] = self.failing.health_output
+        return data
+
+
+@dataclass
+class DeployResult:
+    action: str
+    environment: str
+    version: str
+    hosts: list[HostReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(report.result in ("deployed", "planned") for report in self.hosts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "environment": self.environment,
+            "version": self.version,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "hosts": [report.as_dict() for report in self.hosts],
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked and built on the operator's machine before any host changes."""
+
+    stack: Stack
+    env_text: str
+    archive: bytes
+    refs: dict[str, str]  # service -> image reference
+    local_ids: dict[str, str]  # service -> image ID on the local engine (send source)
+    git_commit: str
+
+
+def git_commit(root: Path) -> str:
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True)
+    return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def image_source(env: Environment) -> str:
+    return str(env.settings.get("IMAGE_SOURCE") or "send")
+
+
+def prepare(env: Environment, reporter: Reporter, version: str, *, build: bool = True) -> Prepared:
+    """Validate the stack with the real compose, and build images locally when sending them."""
+    from ops.toolbox import ensure_compose
+
+    directory = stack_dir(env)
+    compose_bin = ensure_compose(env.root, reporter)
+    env_text = render_env(env, version, directory)
+    with env_file(env_text) as rendered:
+        stack = load_stack(directory, compose_bin, rendered)
+        reporter.step("local", "validate stack", OK, f"{len(stack.services)} services in {directory.name}")
+        refs = {name: service.image for name, service in stack.services.items()}
+        local_ids: dict[str, str] = {}
+        if image_source(env) == "send" and build:
+            build_locally(compose_bin, directory, stack.compose_files, rendered)
+            local_ids = local_image_ids(_local_engine(), refs)
+            reporter.step("local", "build images", OK, f"{len(local_ids)} images")
+    return Prepared(stack, env_text, archive(directory), refs, local_ids, git_commit(env.root))
+
+
+_local: docker.DockerClient | None = None
+
+
+def _local_engine() -> docker.DockerClient:
+    global _local
+    if _local is None:
+        import docker
+
+        _local = docker.from_env(version="auto", timeout=600)
+    return _local
+
+
+def health_timeout(env: Environment, stack: Stack) -> float:
+    configured = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+    longest_start = max((service.start_period_s for service in stack.services.values()), default=0.0)
+    return max(configured, longest_start + 30)
+
+
+def _compose(host: Host, store: ReleaseStore, release: Release, args: str, timeout: float = 600) -> None:
+    host.run(store.compose_command(release, args), timeout=timeout)
+
+
+def _bring_images(
+    host: Host, env: Environment, prepared: Prepared, store: ReleaseStore, release: Release, reporter: Reporter
+) -> tuple[dict[str, str], int]:
+    """Make every service's image present on the host; returns (service -> image ID, bytes sent)."""
+    source = image_source(env)
+    sent = 0
+    if source == "send":
+        present = host_image_ids(host, prepared.refs)
+        missing = sorted({prepared.refs[s] for s, image_id in prepared.local_ids.items() if present.get(s) != image_id})
+        if missing:
+            transfer = reporter.transfer(host.name, f"sending {len(missing)} images")
+            sent = send_images(host, _local_engine(), missing, on_bytes=transfer)
+            reporter.step(host.name, "images", CHANGED, f"sent {', '.join(missing)} ({sent / 1e6:.0f} MB)")
+        else:
+            reporter.step(host.name, "images", OK, "all present")
+    elif source == "build":
+        _compose(host, store, release, "build --quiet", timeout=1800)
+        reporter.step(host.name, "images", CHANGED, "built on host")
+    else:
+        _compose(host, store, release, "pull --quiet", timeout=1800)
+        reporter.step(host.name, "images", CHANGED, "pulled")
+    ids = host_image_ids(host, prepared.refs)
+    lacking = sorted(set(prepared.refs) - set(ids))
+    if lacking:
+        raise DeployError(f"images missing after {source}: {', '.join(lacking)}", where=host.name)
+    return ids, sent
+
+
+def _write_release(host: Host, store: ReleaseStore, release: Release, prepared: Prepared) -> None:
+    path = store.path(release.id)
+    host.run(f"mkdir -p {shlex.quote(path)}")
+    host.put(io.BytesIO(prepared.archive), f"{path}/.stack.tgz")
+    host.run(f"cd {shlex.quote(path)} && tar -xzf .stack.tgz && rm .stack.tgz")
+    # Secrets travel on stdin, never on a command line.
+    host.run(f"umask 077 && cat > {shlex.quote(path)}/.env", stdin=prepared.env_text)
+
+
+def _pin(host: Host, release: Release, refs: dict[str, str], ids: dict[str, str], project: str) -> Release:
+    from ops.releases import pin_tag
+
+    pins = {service: pin_tag(project, service, ids[service].split(":")[-1][:12]) for service in refs}
+    script = " && ".join(f"docker tag {shlex.quote(ids[s])} {shlex.quote(pins[s])}" for s in sorted(refs))
+    host.run(script)
+    return Release(**{**release.__dict__, "images": ids, "pins": pins})
+
+
+def _gate(host: Host, env: Environment, release: Release, timeout: float, reporter: Reporter) -> None:
+    started = time.monotonic()
+    wait_healthy(host, env.project, list(release.pins), timeout=timeout)
+    reporter.step(
+        host.name, "health gate", OK, f"{len(release.pins)} services healthy in {time.monotonic() - started:.1f} s"
+    )
+
+
+def _running_services(host: Host, project: str) -> set[str]:
+    from ops.health import PROJECT_LABEL, SERVICE_LABEL
+
+    containers = host.docker().containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
+    return {container.labels.get(SERVICE_LABEL, "") for container in containers}
+
+
+def _run_release(
+    host: Host, env: Environment, store: ReleaseStore, release: Release, timeout: float, reporter: Reporter
+) -> None:
+    """compose up the release; running swappable services are swapped blue-green instead of recreated."""
+    from ops.swap import swap_service
+
+    store.write_override(release)
+    to_swap = sorted(set(release.swappable) & _running_services(host, env.project))
+    if not to_swap:
+        _compose(host, store, release, "up -d --no-build --remove-orphans --quiet-pull")
+        reporter.step(host.name, "compose up", CHANGED, release.id)
+    else:
+        others = " ".join(shlex.quote(s) for s in sorted(set(release.pins) - set(to_swap)))
+        _compose(host, store, release, f"up -d --no-build --remove-orphans --no-deps {others}")
+        reporter.step(host.name, "compose up", CHANGED, f"{release.id} (swapping {', '.join(to_swap)})")
+        drain = float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+        for service in to_swap:
+            report = swap_service(host, store, release, service, timeout=timeout, drain=drain, reporter=reporter)
+            if report.result == "failed":
+                error = HealthGateError(report.error, where=host.name)
+                error.service = report.failing
+                raise error
+    _gate(host, env, release, timeout, reporter)
+
+
+def _restore(
+    host: Host, env: Environment, store: ReleaseStore, previous: Release | None, timeout: float, reporter: Reporter
+) -> str:
+    """Put the host back on its previous release after a failed one; returns the outcome."""
+    if previous is None:
+        reporter.step(host.name, "restore", SKIPPED, "no previous release to go back to")
+        return "failed"
+    try:
+        _run_release(host, env, store, previous, timeout, reporter)
+        store.activate(previous.id)
+    except OpsError as error:
+        reporter.step(host.name, "restore", FAILED, error.one_line())
+        return "failed"
+    reporter.step(host.name, "restore", CHANGED, f"back on {previous.id}")
+    return "rolled-back"
+
+
+def prune(store: ReleaseStore, keep: int, reporter: Reporter) -> list[str]:
+    """Keep the newest `keep` releases (and the current one) and the images they pin."""
+    releases = store.list()
+    current = store.current_id()
+    kept = {release.id for release in releases[-keep:]} | ({current} if current else set())
+    removed = [release for release in releases if release.id not in kept]
+    if not removed:
+        return []
+    kept_pins = {pin for release in releases if release.id in kept for pin in release.pins.values()}
+    for release in removed:
+        store.remove(release.id)
+    stale = sorted({pin for release in removed for pin in release.pins.values()} - kept_pins)
+    if stale:
+        # rmi refuses images that containers use; that is the safety we want.
+        store.host.run(f"docker rmi {' '.join(shlex.quote(pin) for pin in stale)} >/dev/null 2>&1; true")
+    reporter.step(store.host.name, "prune", CHANGED, f"removed {len(removed)} old releases")
+    return [release.id for release in removed]
+
+
+def deploy_host(host: Host, env: Environment, prepared: Prepared, version: str, reporter: Reporter) -> HostReport:
+    started = time.monotonic()
+    store = ReleaseStore(host, env.project)
+    previous_id = store.current_id()
+    previous = store.get(previous_id) if previous_id else None
+    release = Release(
+        id=new_release_id(version),
+        version=version,
+        git_commit=prepared.git_commit,
+        who=operator(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        compose_files=prepared.stack.compose_files,
+        swappable=tuple(sorted(name for name, service in prepared.stack.services.items() if service.swappable)),
+    )
+    report = HostReport(host.name, "failed", release.id, previous_id or "")
+    timeout = health_timeout(env, prepared.stack)
+    _write_release(host, store, release, prepared)
+    reporter.step(host.name, "release", CHANGED, f"wrote {store.path(release.id)}")
+    try:
+        ids, report.images_sent = _bring_images(host, env, prepared, store, release, reporter)
+        release = _pin(host, release, prepared.refs, ids, env.project)
+        store.write_metadata(release)
+        _run_release(host, env, store, release, timeout, reporter)
+    except (HealthGateError, HostError, DeployError) as error:
+        if isinstance(error, HostError) and not _reachable(host):
+            raise  # the host is gone; nothing can be restored on it now
+        reporter.step(host.name, "deploy", FAILED, error.one_line())
+        store.write_metadata(release.with_status("failed"))
+        report.error = error.one_line()
+        report.failing = getattr(error, "service", None)
+        report.result = _restore(host, env, store, previous, timeout, reporter)
+        report.seconds = time.monotonic() - started
+        return report
+    store.activate(release.id)
+    store.write_metadata(release.with_status("active"))
+    reporter.step(host.name, "current", CHANGED, f"-> {release.id}")
+    prune(store, int(env.settings.get("KEEP_RELEASES") or 5), reporter)  # type: ignore[call-overload]
+    report.result = "deployed"
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _reachable(host: Host) -> bool:
+    try:
+        return host.run("true", check=False, timeout=10).ok
+    except OpsError:
+        return False
+
+
+def _audit(env: Environment, action: str, version: str, reports: list[HostReport], hosts: list[Host]) -> None:
+    by_name = {host.name: host for host in hosts}
+    for report in reports:
+        record = audit.AuditRecord(
+            action=action,
+            environment=env.name,
+            host=report.host,
+            result=report.result,
+            who=operator(),
+            release=report.release,
+            version=version,
+            duration_s=round(report.seconds, 2),
+            detail=report.error,
+        )
+        try:
+            audit.append(by_name[report.host], env.project, record, env.redact, env.root)
+        except OpsError:
+            audit.append_local(env.root, env.name, record.line(env.redact))
+
+
+@contextmanager
+def _locked(fleet: Fleet, env: Environment, reason: str, wait: float, reporter: Reporter) -> Iterator[DeployLock]:
+    """The deploy lock on every host of the fleet for the duration of the block, always released."""
+    lock = DeployLock(fleet.hosts, env.project, reason, wait_seconds=wait)
+    lock.acquire()
+    for note in lock.taken_over:
+        reporter.step("all", "lock", CHANGED, f"took over a lock whose process is gone: {note}")
+    reporter.step("all", "lock", OK, f"held on {len(lock.held)} hosts")
+    try:
+        yield lock
+    finally:
+        lock.release()
+        for name in lock.unreleased:
+            reporter.step(name, "lock", FAILED, "not released (host unreachable): run inv lock.release once it is back")
+
+
+def _batches(hosts: list[Host], size: int) -> list[list[Host]]:
+    size = size if size > 0 else len(hosts)
+    return [hosts[index : index + size] for index in range(0, len(hosts), size)]
+
+
+def _run_batches(
+    env: Environment,
+    fleet: Fleet,
+    batch: int,
+    work: Callable[[Host], HostReport],
+    reporter: Reporter,
+) -> list[HostReport]:
+    reports: list[HostReport] = []
+    batches = _batches(fleet.hosts, batch)
+    for number, hosts in enumerate(batches):
+        outcome = Fleet(hosts, env.parallel).map(work)
+        for item in outcome.outcomes:
+            if item.value is not None:
+                reports.append(item.value)
+            else:
+                message = item.error.one_line() if item.error else "failed"
+                reporter.step(item.host, "deploy", FAILED, message)
+                reports.append(HostReport(item.host, "failed", error=message, seconds=item.seconds))
+        if any(report.result != "deployed" for report in reports) and number < len(batches) - 1:
+            for later in batches[number + 1 :]:
+                for host in later:
+                    reporter.step(host.name, "deploy", SKIPPED, "an earlier batch failed: left on its release")
+                    reports.append(HostReport(host.name, "skipped"))
+            break
+    return reports
+
+
+def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> DeployResult:
+    """Deploy options.version of the environment's stack to its hosts."""
+    started = time.monotonic()
+    result = DeployResult("deploy", env.name, options.version)
+    prepared = prepare(env, reporter, options.version, build=not options.dry_run)
+    with Fleet.connect(env, only=options.hosts) as fleet:
+        if options.dry_run:
+            result.hosts = [_plan(host, env, prepared, reporter) for host in fleet.hosts]
+            return result
+        with _locked(fleet, env, options.reason or f"deploy {options.version}", options.lock_wait, reporter):
+            result.hosts = _run_batches(
+                env,
+                fleet,
+                options.batch,
+                lambda host: deploy_host(host, env, prepared, options.version, reporter),
+                reporter,
+            )
+            _audit(env, "deploy", options.version, result.hosts, fleet.hosts)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _plan(host: Host, env: Environment, prepared: Prepared, reporter: Reporter) -> HostReport:
+    from ops.lock import read_lock
+
+    store = ReleaseStore(host, env.project)
+    current = store.current_id() or "none"
+    holder = read_lock(host, env.project)
+    if holder:
+        reporter.step(host.name, "lock", FAILED, holder.describe())
+    present = host_image_ids(host, prepared.refs)
+    wanted = sorted(service for service in prepared.refs if service not in present)
+    reporter.step(host.name, "images", WOULD_CHANGE if wanted else OK, f"would bring: {', '.join(wanted) or 'nothing'}")
+    reporter.step(host.name, "release", WOULD_CHANGE, f"would write a new release (current: {current}) and compose up")
+    return HostReport(host.name, "planned", previous=current)
+
+
+def rollback(
+    env: Environment, reporter: Reporter, *, to: str | None = None, hosts: list[str] | None = None, lock_wait: float = 0
+) -> DeployResult:
+    """Go back to the previous (or named) release with its own compose files, env and images."""
+    started = time.monotonic()
+    result = DeployResult("rollback", env.name, to or "previous")
+    timeout = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+
+    def one(host: Host) -> HostReport:
+        begun = time.monotonic()
+        store = ReleaseStore(host, env.project)
+        releases = store.list()
+        current_id = store.current_id()
+        target = _rollback_target(releases, current_id, to, host)
+        report = HostReport(host.name, "failed", target.id, current_id or "")
+        try:
+            _run_release(host, env, store, target, timeout, reporter)
+        except (HealthGateError, HostError) as error:
+            report.error = error.one_line()
+            report.failing = getattr(error, "service", None)
+            current = store.get(current_id) if current_id else None
+            outcome = _restore(host, env, store, current, timeout, reporter)
+            report.result = "failed" if outcome == "failed" else "rolled-back"
+            report.seconds = time.monotonic() - begun
+            return report
+        store.activate(target.id)
+        store.write_metadata(target.with_status("active"))
+        reporter.step(host.name, "current", CHANGED, f"-> {target.id}")
+        report.result = "deployed"
+        report.seconds = time.monotonic() - begun
+        return report
+
+    reason = f"rollback to {to or 'previous'}"
+    with Fleet.connect(env, only=hosts) as fleet, _locked(fleet, env, reason, lock_wait, reporter):
+        result.hosts = _run_batches(env, fleet, 0, one, reporter)
+        _audit(env, "rollback", to or "previous", result.hosts, fleet.hosts)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _rollback_target(releases: list[Release], current_id: str | None, to: str | None, host: Host) -> Release:
+    """The named release (id, id prefix or version; the newest match), else the one before current."""
+    usable = [release for release in releases if release.status != "failed" and release.pins]
+    if to:
+        matches = [r for r in releases if r.id == to or r.id.startswith(to) or r.version == to]
+        if not matches:
+            kept = ", ".join(f"{release.id} ({release.version})" for release in usable) or "none"
+            raise DeployError(f"no release {to!r}", where=host.name, hint=f"kept: {kept}")
+        if matches[-1] not in usable:
+            raise DeployError(f"release {matches[-1].id} failed its gate; refusing to roll back to it", where=host.name)
+        return matches[-1]
+    older = [release for release in usable if current_id is None or release.id < current_id]
+    if not older:
+        raise DeployError("no earlier release to roll back to", where=host.name, hint="see inv releases")
+    current = next((release for release in releases if release.id == current_id), None)
+    # The same version deployed twice in a row is no place to roll back to: skip identical ones.
+    different = [r for r in older if current is None or (r.version, r.images) != (current.version, current.images)]
+    return (different or older)[-1]
+
+
+def swap(
+    env: Environment,
+    reporter: Reporter,
+    service: str,
+    *,
+    version: str | None = None,
+    image: str | None = None,
+    timeout: float | None = None,
+    drain: float | None = None,
+    hosts: list[str] | None = None,
+    batch: int = 0,
+    lock_wait: float = 0,
+) -> DeployResult:
+    """Swap one service blue-green on every host (in batches) to a new version or image."""
+    from ops.swap import swap_to_image
+
+    if bool(version) == bool(image):
+        raise DeployError("give exactly one of --version and --image")
+    started = time.monotonic()
+    result = DeployResult("swap", env.name, version or image or "")
+    prepared = prepare(env, reporter, version) if version else None
+    if prepared is not None:
+        spec = prepared.stack.service(service)
+        if spec.container_name or spec.published_ports:
+            raise DeployError(
+                f"service {service} has a container_name or published ports: two cannot run side by side",
+                hint="publish through a proxy service and drop container_name",
+            )
+        target = prepared.refs[service]
+    else:
+        target = str(image)
+    gate_timeout = timeout or float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+    drain_s = drain if drain is not None else float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+
+    def one(host: Host) -> HostReport:
+        begun = time.monotonic()
+        if prepared is not None:
+            store = ReleaseStore(host, env.project)
+            current = store.get(store.current_id() or "")
+            if current is None:
+                raise DeployError("no current release on this host", where=host.name, hint="run inv deploy first")
+            _bring_images(host, env, _only(prepared, service), store, current, reporter)
+        else:
+            _send_if_missing(host, target, reporter)
+        swapped = swap_to_image(
+            host,
+            env.project,
+            service,
+            target,
+            version=version,
+            timeout=gate_timeout,
+            drain=drain_s,
+            grace=10,
+            reporter=reporter,
+        )
+        outcome = "deployed" if swapped.result in ("swapped", "unchanged") else "failed"
+        return HostReport(
+            host.name, outcome, error=swapped.error, failing=swapped.failing, seconds=time.monotonic() - begun
+        )
+
+    reason = f"swap {service} to {version or image}"
+    with Fleet.connect(env, only=hosts) as fleet, _locked(fleet, env, reason, lock_wait, reporter):
+        result.hosts = _run_batches(env, fleet, batch, one, reporter)
+        _audit(env, f"swap {service}", version or str(image), result.hosts, fleet.hosts)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _send_if_missing(host: Host, image: str, reporter: Reporter) -> None:
+    """An --image the host lacks is sent from this machine's engine when it has it."""
+    import docker
+
+    if host.run(f"docker image inspect {shlex.quote(image)}", check=False).ok:
+        return
+    try:
+        _local_engine().images.get(image)
+    except docker.errors.DockerException:
+        raise DeployError(
+            f"image {image} is neither on the host nor on this machine",
+            where=host.name,
+            hint="build it, or use --version",
+        ) from None
+    sent = send_images(host, _local_engine(), [image], on_bytes=reporter.transfer(host.name, f"sending {image}"))
+    reporter.step(host.name, "images", CHANGED, f"sent {image} ({sent / 1e6:.0f} MB)")
+
+
+def _only(prepared: Prepared, service: str) -> Prepared:
+    return Prepared(
+        prepared.stack,
+        prepared.env_text,
+        prepared.archive,
+        {service: prepared.refs[service]},
+        {service: prepared.local_ids[service]} if service in prepared.local_ids else {},
+        prepared.git_commit,
+    )

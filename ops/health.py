@@ -1,0 +1,110 @@
+"""The health gate: wait until every service of a compose project is running and healthy.
+
+Reads container state through the host's Docker SDK. A container that turns unhealthy or exits
+fails the gate at once (Docker itself ignores failures during a healthcheck's start_period);
+the failure carries the last health output and log lines so a person sees why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ops.errors import HealthGateError
+from ops.remote import Host
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    service: str
+    state: str  # healthy | starting | unhealthy | exited | missing | running (no healthcheck)
+    health_output: str = ""
+    logs: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("healthy", "running")
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("unhealthy", "exited", "dead", "restarting")
+
+
+def _container_state(container: Any) -> tuple[str, str]:
+    state = container.attrs.get("State", {})
+    health = state.get("Health")
+    status = state.get("Status", "missing")
+    if status != "running":
+        return ("restarting" if status == "restarting" else "exited" if status in ("exited", "dead") else status), ""
+    if not health:
+        return "running", ""
+    log = health.get("Log") or []
+    output = (log[-1].get("Output") or "").strip() if log else ""
+    return health.get("Status", "starting"), output
+
+
+def project_health(
+    host: Host, project: str, services: Iterable[str], *, container_filter: dict[str, str] | None = None
+) -> list[ServiceHealth]:
+    """Each service's worst container state (a service with no container is 'missing')."""
+    labels = [f"{PROJECT_LABEL}={project}", *(f"{k}={v}" for k, v in (container_filter or {}).items())]
+    containers = host.docker().containers.list(all=True, filters={"label": labels})
+    by_service: dict[str, list[Any]] = {}
+    for container in containers:
+        by_service.setdefault(container.labels.get(SERVICE_LABEL, ""), []).append(container)
+    rank = {"healthy": 0, "running": 0, "starting": 1, "created": 1, "missing": 2}
+    report = []
+    for service in sorted(services):
+        states = [(_container_state(c), c) for c in by_service.get(service, [])]
+        if not states:
+            report.append(ServiceHealth(service, "missing"))
+            continue
+        (state, output), worst = max(states, key=lambda item: rank.get(item[0][0], 3))
+        logs = ""
+        if state not in ("healthy", "running", "starting"):
+            logs = worst.logs(tail=15).decode(errors="replace").strip()
+        report.append(ServiceHealth(service, state, output, logs))
+    return report
+
+
+def wait_healthy(
+    host: Host,
+    project: str,
+    services: Iterable[str],
+    *,
+    timeout: float,
+    container_filter: dict[str, str] | None = None,
+    on_progress: Callable[[list[ServiceHealth]], None] | None = None,
+    interval: float = 1.0,
+) -> list[ServiceHealth]:
+    """Block until every service is healthy; raise HealthGateError naming the failing service."""
+    wanted = list(services)
+    deadline = time.monotonic() + timeout
+    while True:
+        report = project_health(host, project, wanted, container_filter=container_filter)
+        if on_progress:
+            on_progress(report)
+        failed = [service for service in report if service.failed]
+        if failed:
+            raise gate_error(host, failed[0], "failed its health check")
+        if all(service.ok for service in report):
+            return report
+        if time.monotonic() >= deadline:
+            waiting = [service for service in report if not service.ok]
+            raise gate_error(host, waiting[0], f"not healthy after {timeout:.0f} s ({waiting[0].state})")
+        time.sleep(interval)
+
+
+def gate_error(host: Host, service: ServiceHealth, what: str) -> HealthGateError:
+    error = HealthGateError(
+        f"service {service.service} {what}",
+        where=host.name,
+        hint=f"last health output: {service.health_output[-200:] or 'none'}",
+    )
+    error.service = service
+    return error

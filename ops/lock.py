@@ -1,0 +1,179 @@
+"""The deploy lock: one change at a time per environment, held on every host.
+
+A lock is a directory created with `mkdir` (atomic on the host's filesystem) holding
+info.json: who, when, why. Hosts are locked in a fixed order so that two deploys started at
+once cannot each hold half the fleet: exactly one wins. A lock is never broken silently; one
+older than its TTL is reported stale and released only on request.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from ops.errors import LockError, OpsError
+from ops.remote import Host
+
+DEFAULT_TTL = 3600
+
+
+def operator() -> str:
+    """Who is acting: OPS_ACTOR (CI sets it), else user@machine."""
+    return os.environ.get("OPS_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a host's lock, since when and why."""
+
+    holder: str
+    since: str  # ISO 8601, UTC
+    reason: str
+    token: str
+    machine: str = ""  # where the holding process runs
+    pid: int = 0
+
+    def held_by_dead_process_here(self) -> bool:
+        """True when the holder was a process on this machine that no longer runs (killed, SSH drop)."""
+        if self.machine != socket.gethostname() or self.pid <= 0 or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        started = datetime.fromisoformat(self.since)
+        return ((now or datetime.now(UTC)) - started).total_seconds()
+
+    def describe(self) -> str:
+        return f"locked by {self.holder} since {self.since}: {self.reason or 'no reason given'}"
+
+
+def lock_dir(project: str) -> str:
+    return f"/opt/{project}/lock"
+
+
+def read_lock(host: Host, project: str) -> LockInfo | None:
+    path = lock_dir(project)
+    result = host.run(f"cat {shlex.quote(path)}/info.json 2>/dev/null || test -d {shlex.quote(path)}", check=False)
+    if result.exit_code != 0:
+        return None
+    text = result.stdout.strip()
+    if not text:  # the directory exists but its info is being written (or was lost)
+        return LockInfo(holder="unknown", since=datetime.now(UTC).isoformat(timespec="seconds"), reason="", token="")
+    data = json.loads(text)
+    return LockInfo(
+        **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
+        pid=int(data.get("pid") or 0),
+    )
+
+
+def try_acquire(host: Host, project: str, info: LockInfo) -> LockInfo | None:
+    """Take the host's lock; None on success, else the current holder's info."""
+    path = shlex.quote(lock_dir(project))
+    payload = shlex.quote(json.dumps(asdict(info)))
+    script = (
+        f"mkdir -p /opt/{shlex.quote(project)} && mkdir {path} 2>/dev/null"
+        f" && printf '%s\\n' {payload} > {path}/info.json"
+    )
+    if host.run(script, check=False).ok:
+        return None
+    return read_lock(host, project) or LockInfo("unknown", info.since, "", "")
+
+
+def release(host: Host, project: str, token: str | None) -> bool:
+    """Remove the lock if it is ours (token matches) or if token is None (forced)."""
+    current = read_lock(host, project)
+    if current is None:
+        return False
+    if token is not None and current.token != token:
+        return False
+    host.run(f"rm -rf {shlex.quote(lock_dir(project))}")
+    return True
+
+
+class DeployLock:
+    """The lock over a set of hosts, taken in a fixed order, released on exit."""
+
+    def __init__(
+        self,
+        hosts: Sequence[Host],
+        project: str,
+        reason: str,
+        *,
+        wait_seconds: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.hosts = sorted(hosts, key=lambda host: (host.spec.address, host.spec.port))
+        self.project = project
+        self.wait_seconds = wait_seconds
+        self.info = LockInfo(
+            holder=operator(),
+            since=datetime.now(UTC).isoformat(timespec="seconds"),
+            reason=reason,
+            token=os.urandom(8).hex(),
+            machine=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        self.held: list[Host] = []
+        self.taken_over: list[str] = []
+        self.unreleased: list[str] = []
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        deadline = self._clock() + self.wait_seconds
+        for host in self.hosts:
+            while True:
+                holder = try_acquire(host, self.project, self.info)
+                if holder is None:
+                    self.held.append(host)
+                    break
+                if holder.held_by_dead_process_here():
+                    # Our own earlier run was killed (Ctrl-C twice, SSH drop): its lock is provably
+                    # abandoned, so take it over instead of asking a person to force it.
+                    release(host, self.project, holder.token)
+                    self.taken_over.append(f"{host.name}: {holder.describe()}")
+                    continue
+                if self._clock() >= deadline:
+                    self.release()
+                    stale = holder.age_seconds() > DEFAULT_TTL if holder.since else False
+                    hint = (
+                        "the lock is STALE; if no deploy runs, release it: inv lock.release --force"
+                        if stale
+                        else "wait for it (--lock-wait SECONDS) or ask the holder"
+                    )
+                    raise LockError(holder.describe(), where=host.name, hint=hint)
+                self._sleep(1.0)
+
+    def release(self) -> None:
+        """Release every lock we hold; a broken connection is reopened once before giving up."""
+        for host in reversed(self.held):
+            for attempt in (1, 2):
+                try:
+                    release(host, self.project, self.info.token)
+                    break
+                except OpsError:
+                    host.close()  # a fresh connection for the second attempt
+                    if attempt == 2:
+                        self.unreleased.append(host.name)
+        self.held = []
+
+    def __enter__(self) -> DeployLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,136 @@
+"""Releases on a host: /opt/<project>/releases/<id>/ with compose files, .env and release.json.
+
+`current` is a symlink switched atomically (rename) only after a release passed its health
+gate. Images are pinned by ID and by a per-release tag, so a rollback needs no pull and no
+build, and pruning never removes what a kept release still needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+from ops.remote import Host
+
+PIN_REPOSITORY = "opskit-pin"
+OVERRIDE_FILE = "compose.opskit.yaml"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release as recorded in its release.json."""
+
+    id: str
+    version: str
+    git_commit: str
+    who: str
+    created: str
+    compose_files: tuple[str, ...]
+    images: dict[str, str] = field(default_factory=dict)  # service -> image ID
+    pins: dict[str, str] = field(default_factory=dict)  # service -> pin tag (per image ID)
+    swappable: tuple[str, ...] = ()  # services deployed by blue-green swap once running
+    status: str = "new"  # new | active | failed
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["compose_files"] = list(self.compose_files)
+        data["swappable"] = list(self.swappable)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Release:
+        data = json.loads(text)
+        data["compose_files"] = tuple(data.get("compose_files", ()))
+        data["swappable"] = tuple(data.get("swappable", ()))
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def with_status(self, status: str) -> Release:
+        return replace(self, status=status)
+
+
+def new_release_id(version: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:40] or "unversioned"
+    return f"{stamp}-{safe}"
+
+
+def pin_tag(project: str, service: str, release_id: str) -> str:
+    return f"{PIN_REPOSITORY}/{project}-{service}:{release_id}".lower()
+
+
+def override_yaml(release: Release, project: str) -> str:
+    """The compose override that runs exactly the images this release pinned.
+
+    `build` is reset because compose hashes the (absolute) build context into a service's config:
+    left in, every new release directory would recreate every container, volumes' users included.
+    Containers carry no per-release label for the same reason: an unchanged service stays running.
+    """
+    lines = ["# Written by opskit: the images this release pinned (by image ID).", "services:"]
+    for service in sorted(release.pins):
+        lines += [f"  {service}:", f"    image: {release.pins[service]}", "    build: !reset null"]
+    return "\n".join(lines) + "\n"
+
+
+class ReleaseStore:
+    """The releases of one project on one host."""
+
+    def __init__(self, host: Host, project: str):
+        self.host = host
+        self.project = project
+        self.base = f"/opt/{project}"
+
+    def path(self, release_id: str) -> str:
+        return f"{self.base}/releases/{release_id}"
+
+    def list(self) -> list[Release]:
+        script = (
+            f"for f in {self.base}/releases/*/release.json; do "
+            '[ -f "$f" ] && { cat "$f"; printf "\\n\\036\\n"; }; done; true'
+        )
+        releases = []
+        for chunk in self.host.run(script).stdout.split("\x1e"):
+            if chunk.strip():
+                try:
+                    releases.append(Release.from_json(chunk))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # a release directory that was never completed
+        return sorted(releases, key=lambda release: release.id)
+
+    def current_id(self) -> str | None:
+        result = self.host.run(f"readlink {self.base}/current", check=False)
+        target = result.stdout.strip()
+        return target.rsplit("/", 1)[-1] if result.ok and target else None
+
+    def get(self, release_id: str) -> Release | None:
+        return next((release for release in self.list() if release.id == release_id), None)
+
+    def write_metadata(self, release: Release) -> None:
+        path = self.path(release.id)
+        self.host.run(
+            f"cat > {path}/release.json.tmp && mv {path}/release.json.tmp {path}/release.json",
+            stdin=release.to_json() + "\n",
+        )
+
+    def write_override(self, release: Release) -> None:
+        path = self.path(release.id)
+        self.host.run(f"cat > {path}/{OVERRIDE_FILE}", stdin=override_yaml(release, self.project))
+
+    def activate(self, release_id: str) -> None:
+        """Point current at the release: a new symlink renamed over the old one (atomic)."""
+        self.host.run(
+            f"cd {self.base} && ln -sfn releases/{shlex.quote(release_id)} current.new && mv -T current.new current"
+        )
+
+    def remove(self, release_id: str) -> None:
+        self.host.run(f"rm -rf {shlex.quote(self.path(release_id))}")
+
+    def compose_command(self, release: Release, args: str) -> str:
+        files = " ".join(f"-f {shlex.quote(name)}" for name in (*release.compose_files, OVERRIDE_FILE))
+        return (
+            f"cd {shlex.quote(self.path(release.id))} && "
+            f"docker compose -p {shlex.quote(self.project)} {files} --env-file .env {args}"
+        )

@@ -1,0 +1,194 @@
+"""Blue-green swap of one compose service: start the new beside the old, gate, drain, retire.
+
+1. record the old containers (N) and start N new ones from the new image in the same project
+   and networks (compose --scale 2N --no-recreate); the proxy retries a refused connection on
+   another upstream, so a new container that is not listening yet costs no request;
+2. gate on every new container's health (start_period honoured by Docker itself);
+3. take the old containers out of rotation: SIGTERM makes a well-behaved server close its
+   listener at once (the proxy's connects are refused and retried on the new side) and finish
+   what is in flight; wait the drain period, then stop with the service's grace period and remove;
+4. a new container that fails its gate is removed and the old keep serving.
+Re-running after an interruption converges: whatever runs the target image and is healthy is
+kept, everything else of the service is retired.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ops.console import CHANGED, FAILED, OK, Reporter
+from ops.errors import DeployError, HealthGateError, OpsError
+from ops.health import PROJECT_LABEL, SERVICE_LABEL, ServiceHealth, gate_error
+from ops.releases import Release, ReleaseStore, pin_tag
+from ops.remote import Host
+
+
+@dataclass
+class SwapReport:
+    host: str
+    service: str
+    result: str  # swapped | unchanged | failed
+    old: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+    failing: ServiceHealth | None = None
+
+
+def service_containers(host: Host, project: str, service: str) -> list[Any]:
+    labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]
+    return list(host.docker().containers.list(all=True, filters={"label": labels}))
+
+
+def _health(container: Any) -> str:
+    container.reload()
+    state = container.attrs.get("State", {})
+    if state.get("Status") != "running":
+        return "exited"
+    health = state.get("Health")
+    return str(health.get("Status", "starting")) if health else "running"
+
+
+def _wait_new_healthy(host: Host, containers: list[Any], timeout: float, service: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {c.name: _health(c) for c in containers}
+        bad = [c for c in containers if states[c.name] in ("unhealthy", "exited")]
+        if bad:
+            raise _failure(host, service, bad[0], states[bad[0].name])
+        if all(state in ("healthy", "running") for state in states.values()):
+            return
+        if time.monotonic() >= deadline:
+            waiting = next(c for c in containers if states[c.name] not in ("healthy", "running"))
+            raise _failure(host, service, waiting, f"not healthy after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _failure(host: Host, service: str, container: Any, what: str) -> HealthGateError:
+    log = (container.attrs.get("State", {}).get("Health") or {}).get("Log") or []
+    output = (log[-1].get("Output") or "").strip() if log else ""
+    logs = container.logs(tail=15).decode(errors="replace").strip()
+    return gate_error(host, ServiceHealth(service, what, output, logs), f"(new container {container.name}) {what}")
+
+
+def _retire(host: Host, containers: list[Any], drain: float, grace: int, reporter: Reporter) -> None:
+    """Out of rotation first (SIGTERM: listener closed, in-flight finishing), then stop and remove."""
+    for container in containers:
+        try:
+            container.kill(signal="SIGTERM")
+        except Exception:  # noqa: S112 - already stopped: nothing to drain
+            continue
+    if containers:
+        reporter.step(host.name, "drain", OK, f"{len(containers)} old out of rotation, draining {drain:.0f} s")
+        time.sleep(drain)
+    for container in containers:
+        container.reload()
+        if container.status == "running":
+            container.stop(timeout=grace)
+        container.remove(v=False)
+
+
+def swap_service(
+    host: Host,
+    store: ReleaseStore,
+    release: Release,
+    service: str,
+    *,
+    timeout: float,
+    drain: float,
+    grace: int = 10,
+    reporter: Reporter,
+) -> SwapReport:
+    """Swap the service's containers on one host to the image `release` pins for it.
+
+    The release's override file is rewritten to that image first (compose starts new containers
+    from it); when the new side fails, the previous override content is put back.
+    """
+    started = time.monotonic()
+    project = store.project
+    target = release.images[service]
+    containers = service_containers(host, project, service)
+    old = [c for c in containers if c.image.id != target]
+    healthy_new = [c for c in containers if c.image.id == target and _health(c) in ("healthy", "running")]
+    report = SwapReport(host.name, service, "failed", old=[c.name for c in old])
+    for container in containers:  # a broken new container left by an interrupted swap
+        if container.image.id == target and container not in healthy_new:
+            container.remove(force=True)
+    if not old and healthy_new:
+        report.result, report.new = "unchanged", [c.name for c in healthy_new]
+        reporter.step(host.name, f"swap {service}", OK, "already on the target image")
+        return report
+    count = max(len(old), 1)
+    kept = {c.id for c in [*old, *healthy_new]}
+    store.write_override(release)
+    try:
+        scale = len(old) + max(count, len(healthy_new))
+        host.run(
+            store.compose_command(
+                release, f"up -d --no-deps --no-recreate --no-build --scale {service}={scale} {shlex.quote(service)}"
+            ),
+            timeout=300,
+        )
+        new = [c for c in service_containers(host, project, service) if c.image.id == target]
+        reporter.step(host.name, f"swap {service}", CHANGED, f"{len(new)} new beside {len(old)} old")
+        _wait_new_healthy(host, new, timeout, service)
+    except OpsError as error:
+        for container in service_containers(host, project, service):
+            if container.id not in kept:
+                container.remove(force=True)
+        reporter.step(host.name, f"swap {service}", FAILED, f"{error.one_line()}; the old containers keep serving")
+        report.error = error.one_line()
+        report.failing = getattr(error, "service", None)
+        report.seconds = time.monotonic() - started
+        return report
+    _retire(host, old, drain, grace, reporter)
+    report.result, report.new = "swapped", [c.name for c in new]
+    report.seconds = time.monotonic() - started
+    reporter.step(host.name, f"swap {service}", CHANGED, f"retired {len(old)} old, {report.seconds:.1f} s in all")
+    return report
+
+
+def swap_to_image(
+    host: Host,
+    project: str,
+    service: str,
+    image: str,
+    *,
+    version: str | None,
+    timeout: float,
+    drain: float,
+    grace: int,
+    reporter: Reporter,
+) -> SwapReport:
+    """`inv swap`: swap a service of the current release to an image present on the host, and record it."""
+    store = ReleaseStore(host, project)
+    current_id = store.current_id()
+    release = store.get(current_id) if current_id else None
+    if release is None or service not in release.pins:
+        raise DeployError(
+            f"no current release with service {service!r} on this host",
+            where=host.name,
+            hint="deploy the stack first (inv deploy)",
+        )
+    found = host.run(f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)}", check=False)
+    if not found.ok:
+        raise DeployError(f"image {image} is not on the host", where=host.name, hint="bring it with --version")
+    target = found.stdout.strip()
+    pin = pin_tag(project, service, target.split(":")[-1][:12])
+    host.run(f"docker tag {shlex.quote(target)} {shlex.quote(pin)}")
+    swapped = replace(
+        release,
+        pins={**release.pins, service: pin},
+        images={**release.images, service: target},
+        version=version or release.version,
+    )
+    report = swap_service(host, store, swapped, service, timeout=timeout, drain=drain, grace=grace, reporter=reporter)
+    if report.result == "failed":
+        store.write_override(release)
+    else:
+        # The current release now tells the truth: deploy, rollback and status see the new image.
+        store.write_metadata(swapped)
+    return report

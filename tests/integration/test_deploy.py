@@ -1,0 +1,125 @@
+"""Deploy, rollback, lock and audit on provisioned lab hosts: real SSH, Docker, Compose, nginx."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, ProvisionedLab, http_get, opskit
+
+pytestmark = pytest.mark.integration
+
+
+def version_on(lab: ProvisionedLab, index: int) -> str:
+    status, body = http_get(lab.spec.http_port(index), "/version")
+    assert status == 200, body
+    return str(json.loads(body)["version"])
+
+
+def counter(lab: ProvisionedLab, index: int) -> int:
+    """Visit the page (which counts the visit in Redis) and read the count it shows."""
+    status, body = http_get(lab.spec.http_port(index), "/")
+    assert status == 200, body
+    match = re.search(r'id="visits">(\d+)<', body)
+    assert match, body
+    return int(match.group(1))
+
+
+def deploy(lab: ProvisionedLab, *args: str) -> subprocess.CompletedProcess[str]:
+    return opskit(lab.root, "deploy", "--env", "itestp", *args)
+
+
+def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -> None:
+    lab = deployed_lab
+    assert [version_on(lab, i) for i in (1, 2)] == ["v1", "v1"]
+    for _ in range(3):
+        counter(lab, 1)
+    visits = counter(lab, 1)
+    assert visits >= 4
+
+    upgraded = deploy(lab, "--version", "v2")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+    assert counter(lab, 1) == visits + 1  # the Redis volume survived the deploy
+
+    # v3 fails its health check: each host goes back to v2 by itself, exit code 1, audited.
+    bad_env = lab.root / "env" / "itestbad.env"
+    bad_env.write_text((lab.root / "env" / "itestp.env").read_text() + "STACK_VARS=HEALTH_FAIL=1\nHEALTH_TIMEOUT=40\n")
+    failed = opskit(lab.root, "deploy", "--env", "itestbad", "--version", "v3")
+    bad_env.unlink()
+    assert failed.returncode == 1
+    assert "rolled-back" in failed.stdout
+    assert "service web" in failed.stdout
+    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+
+    back = opskit(lab.root, "rollback", "--env", "itestp")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert [version_on(lab, i) for i in (1, 2)] == ["v1", "v1"]
+    assert counter(lab, 1) == visits + 2  # and the rollback
+
+    audit = opskit(lab.root, "audit", "--env", "itestp", "--json", "--tail", "50")
+    records = json.loads(audit.stdout)
+    results = [(r["action"], r["version"], r["result"]) for r in records]
+    assert ("deploy", "v3", "rolled-back") in results
+    assert ("rollback", "previous", "deployed") in results
+
+    releases = opskit(lab.root, "releases", "--env", "itestp", "--json")
+    listing = json.loads(releases.stdout)
+    for host in listing.values():
+        current = [r for r in host["releases"] if r["id"] == host["current"]]
+        assert current and current[0]["version"] == "v1"
+        assert any(r["status"] == "failed" and r["version"] == "v3" for r in host["releases"])
+
+
+def test_two_deploys_at_once_exactly_one_runs(deployed_lab: ProvisionedLab) -> None:
+    lab = deployed_lab
+    command = [sys.executable, "-c", "from ops.cli import main; main()", "deploy", "--env", "itestp", "--version", "v1"]
+    env = {**__import__("os").environ, "OPS_ROOT": str(lab.root), "COLUMNS": "200"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    outputs = [process.communicate(timeout=600) for process in (first, second)]
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 1], outputs
+    loser = outputs[[first.returncode, second.returncode].index(1)]
+    assert "locked by" in loser[1] and "deploy v1" in loser[1]
+    status = opskit(lab.root, "lock.status", "--env", "itestp", "--json")
+    assert all(not row["locked"] for row in json.loads(status.stdout).values())
+
+
+def test_invalid_compose_file_is_caught_before_any_host_changes(deployed_lab: ProvisionedLab, tmp_path: Path) -> None:
+    lab = deployed_lab
+    broken = tmp_path / "stack"
+    shutil.copytree(REPO / "stacks" / "demo", broken)
+    compose = broken / "compose.yaml"
+    compose.write_text(compose.read_text().replace("services:", "services:\n  oops: [not, a, mapping]", 1))
+    env_text = (lab.root / "env" / "itestp.env").read_text()
+    (lab.root / "env" / "itestbroken.env").write_text(
+        "\n".join(line for line in env_text.splitlines() if not line.startswith("STACK_DIR="))
+        + f"\nSTACK_DIR={broken}\n"
+    )
+    before = opskit(lab.root, "releases", "--env", "itestp", "--json").stdout
+    done = opskit(lab.root, "deploy", "--env", "itestbroken", "--version", "v9")
+    (lab.root / "env" / "itestbroken.env").unlink()
+    assert done.returncode == 1
+    assert "invalid compose file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert opskit(lab.root, "releases", "--env", "itestp", "--json").stdout == before
+
+
+def test_missing_stack_directory_and_unknown_service(deployed_lab: ProvisionedLab) -> None:
+    lab = deployed_lab
+    env_text = (lab.root / "env" / "itestp.env").read_text()
+    (lab.root / "env" / "itestnostack.env").write_text(env_text.replace("STACK_DIR=", "STACK_DIR=/nonexistent/") + "\n")
+    done = opskit(lab.root, "deploy", "--env", "itestnostack")
+    (lab.root / "env" / "itestnostack.env").unlink()
+    assert done.returncode == 1
+    assert "STACK_DIR: directory" in done.stderr and "does not exist" in done.stderr
+    unknown = opskit(lab.root, "swap", "nosuch", "--env", "itestp", "--version", "v1")
+    assert unknown.returncode == 1
+    assert "unknown service 'nosuch'" in unknown.stderr

@@ -123,3 +123,68 @@ def test_missing_stack_directory_and_unknown_service(deployed_lab: ProvisionedLa
     unknown = opskit(lab.root, "swap", "nosuch", "--env", "itestp", "--version", "v1")
     assert unknown.returncode == 1
     assert "unknown service 'nosuch'" in unknown.stderr
+
+
+def test_a_host_that_goes_down_mid_deploy_leaves_every_host_on_a_complete_release(
+    deployed_lab: ProvisionedLab,
+) -> None:
+    import time
+
+    import docker
+
+    from ops.console import RecordingReporter
+    from ops.lab import lab_up
+    from ops.provision import provision
+
+    lab = deployed_lab
+    before = {index: version_on(lab, index) for index in (1, 2)}
+    target = "v2" if before[1] == "v1" else "v1"
+    client = docker.from_env(version="auto")
+    second = client.containers.get(lab.spec.container(2))
+
+    def releases_on_second() -> int:
+        code, output = second.exec_run(["sh", "-c", "ls /opt/demo/releases | wc -l"])
+        return int(output.decode().strip() or 0) if code == 0 else 0
+
+    count = releases_on_second()
+    command = [sys.executable, "-c", "from ops.cli import main; main()", "deploy", "--env", "itestp"]
+    env = {**__import__("os").environ, "OPS_ROOT": str(lab.root), "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [*command, "--version", target], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
+    deadline = time.monotonic() + 120
+    while releases_on_second() == count and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    second.kill()  # the server dies mid-deploy: sshd, its Docker engine and the stack with it
+    stdout, stderr = process.communicate(timeout=600)
+
+    assert process.returncode == 1, stdout + stderr
+    assert lab.env.hosts[1].name in stdout + stderr
+    assert "Traceback" not in stderr
+    assert version_on(lab, 1) == target  # the healthy host finished its deploy
+    locks = json.loads(opskit(lab.root, "lock.status", "--env", "itestp", "--json").stdout)
+    assert locks[lab.env.hosts[0].name] == {"locked": False}  # released where the host is up
+    assert "error" in locks[lab.env.hosts[1].name]
+
+    # The server comes back (a reboot): provisioning starts its engine, the stack restarts on the
+    # release that was current before the deploy, complete and healthy.
+    lab_up(lab.spec, RecordingReporter())
+    assert provision(lab.env, RecordingReporter(), only_hosts=[lab.env.hosts[1].name]).ok
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if http_get(lab.spec.http_port(2), "/version")[0] == 200:
+                break
+        except OSError:  # the proxy is not up yet
+            pass
+        time.sleep(1)
+    assert version_on(lab, 2) == before[2]
+    listing = json.loads(opskit(lab.root, "releases", "--env", "itestp", "--json").stdout)
+    second_host = listing[lab.env.hosts[1].name]
+    current = [r for r in second_host["releases"] if r["id"] == second_host["current"]]
+    assert current and current[0]["version"] == before[2] and current[0]["status"] == "active"
+
+    # The dead deploy's lock on that host is taken over by the next deploy, which completes.
+    again = deploy(lab, "--version", target)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [version_on(lab, index) for index in (1, 2)] == [target, target]

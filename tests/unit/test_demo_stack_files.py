@@ -66,7 +66,9 @@ def test_web_can_be_swapped(compose: dict[str, Any]) -> None:
     web = compose["services"]["web"]
     assert web["labels"]["opskit.swap"] == "true"
     assert "container_name" not in web and "ports" not in web
-    assert web["environment"]["APP_VERSION"] == "${APP_VERSION:-v1}"
+    # The version travels with the image (a build arg), so a swapped-in image reports its own.
+    assert web["build"]["args"]["APP_VERSION"] == "${APP_VERSION:-v1}"
+    assert "APP_VERSION" not in web["environment"]
     assert web["environment"]["HEALTH_FAIL"] == "${HEALTH_FAIL:-0}"
 
 

@@ -216,8 +216,7 @@ def collection() -> Collection:
     namespace.add_task(
         command(
             verify,
-            positional=["snapshot"],
-            help={"snapshot": "snapshot id or prefix (default: newest)", "no-extract": "checksums only"},
+            help={"snapshot": "snapshot id or prefix (default: the newest)", "no_extract": "checksums only"},
         )
     )
     namespace.add_task(
@@ -236,11 +235,11 @@ def collection() -> Collection:
         command(
             prune,
             help={
-                "keep-last": "keep the newest N",
-                "keep-daily": "newest of each of the last N days",
-                "keep-weekly": "newest of each of the last N weeks",
-                "keep-monthly": "newest of each of the last N months",
-                "dry-run": "show what would go",
+                "keep_last": "keep the newest N",
+                "keep_daily": "newest of each of the last N days",
+                "keep_weekly": "newest of each of the last N weeks",
+                "keep_monthly": "newest of each of the last N months",
+                "dry_run": "show what would go",
             },
         )
     )

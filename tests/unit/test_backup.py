@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 REDIS_VOLUME = VolumeFact("demo_redis-data", "redis-data", "/var/lib/docker/volumes/demo_redis-data/_data")
 
 
-def container(service: str, image: str, volume: str = "demo_redis-data", running: bool = True, **labels: str) -> ContainerFact:
+def container(
+    service: str, image: str, volume: str = "demo_redis-data", running: bool = True, **labels: str
+) -> ContainerFact:
     return ContainerFact(
         id="abc", name=f"demo-{service}-1", service=service, image=image, running=running,
         labels={k.replace("_", "."): v for k, v in labels.items()}, mounts={volume: "/data"},
@@ -61,7 +63,10 @@ def test_facts_are_read_from_docker_inspect_output() -> None:
                 {
                     "Id": "0123456789abcdef",
                     "Name": "/demo-redis-1",
-                    "Config": {"Image": "opskit-pin/demo-redis:1a2b", "Labels": {"com.docker.compose.service": "redis"}},
+                    "Config": {
+                        "Image": "opskit-pin/demo-redis:1a2b",
+                        "Labels": {"com.docker.compose.service": "redis"},
+                    },
                     "State": {"Running": True},
                     "Mounts": [
                         {"Type": "volume", "Name": "demo_redis-data", "Destination": "/data"},
@@ -120,7 +125,9 @@ def test_plan_takes_hooks_and_stop_from_labels() -> None:
         opskit_backup_post="app resume",
         opskit_backup_stop="true",
     )
-    other = ContainerFact("x", "demo-other-1", "other", "x:1", True, {"opskit.backup.stop": "true"}, {"elsewhere": "/d"})
+    other = ContainerFact(
+        "x", "demo-other-1", "other", "x:1", True, {"opskit.backup.stop": "true"}, {"elsewhere": "/d"}
+    )
     plan = plan_volume(REDIS_VOLUME, [app, other], compression="gzip")
     assert plan.pre == (("demo-app-1", "app flush"),)
     assert plan.post == (("demo-app-1", "app resume"),)
@@ -184,7 +191,9 @@ def write_snapshot(directory: Path, snapshot_id: str, volumes: list[tuple[str, s
     path.mkdir(parents=True)
     created = datetime.strptime(snapshot_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat()
     archives = [
-        ArchiveRecord(host, volume, f"demo_{volume}", ("svc",), "files", f"{host}/{volume}.tar.zst", "zstd", 1, "x", 0.1)
+        ArchiveRecord(
+            host, volume, f"demo_{volume}", ("svc",), "files", f"{host}/{volume}.tar.zst", "zstd", 1, "x", 0.1
+        )
         for host, volume in volumes
     ]
     manifest = {"complete": True, "created": created, "archives": [a.as_dict() for a in archives], "hosts": {}}

@@ -198,6 +198,19 @@ def prune(
     )
 
 
+def schedule(c: Context, env: str | None = None, cron: str = "17 3 * * *", remove: bool = False) -> None:
+    """Install the recurring backup (backup.all, verify, prune) in this machine's crontab, or --remove it."""
+    from ops.backup import schedule as run_schedule
+    from ops.console import console
+
+    environment = load_env(c, env)
+    line = run_schedule(environment, cron, remove=remove)
+    if remove:
+        console().print(f"schedule: removed the backup of {environment.name} from the crontab")
+    else:
+        console().print(f"schedule: backup of {environment.name} at '{cron}':", line, markup=False)
+
+
 def collection() -> Collection:
     namespace = Collection("backup")
     namespace.add_task(
@@ -241,6 +254,12 @@ def collection() -> Collection:
                 "keep_monthly": "newest of each of the last N months",
                 "dry_run": "show what would go",
             },
+        )
+    )
+    namespace.add_task(
+        command(
+            schedule,
+            help={"cron": "cron schedule (default '17 3 * * *': 03:17 daily)", "remove": "remove the entry"},
         )
     )
     return namespace

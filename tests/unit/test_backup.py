@@ -370,3 +370,35 @@ def test_restore_input_is_checked_before_anything(tmp_path: Path) -> None:
     assert "Traceback" not in unknown.stderr + volume.stderr + asked.stderr
     listing = run_cli(tmp_path, "backup.list")
     assert listing.returncode == 0 and "20261101T000000Z" in listing.stdout and "1 complete" in listing.stdout
+
+
+# --- schedule ---
+
+
+def test_cron_entry_is_checked_and_replaced_per_environment(tmp_path: Path) -> None:
+    from ops.backup import check_cron, edit_crontab, schedule
+    from ops.config import load_environment
+
+    with pytest.raises(BackupError, match="not a cron schedule"):
+        check_cron("every night")
+    assert check_cron("@daily") == "@daily"
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\n")
+    env = load_environment("t", tmp_path, {})
+    # A fake crontab that keeps the table in a file, as the real one does.
+    table = tmp_path / "table"
+    fake = tmp_path / "crontab"
+    fake.write_text(
+        f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table} 2>/dev/null || {{ echo "no crontab" >&2; exit 1; }}; '
+        f"else cat > {table}; fi\n"
+    )
+    fake.chmod(0o755)
+    table.write_text("0 1 * * * other job\n")
+    line = schedule(env, "17 3 * * *", crontab=str(fake))
+    assert line.startswith("17 3 * * * cd ") and "backup.all --env t" in line and "backup.prune --env t" in line
+    schedule(env, "5 4 * * *", crontab=str(fake))
+    entries = table.read_text().splitlines()
+    assert entries[0] == "0 1 * * * other job" and len(entries) == 2 and entries[1].startswith("5 4 * * *")
+    schedule(env, "", remove=True, crontab=str(fake))
+    assert table.read_text() == "0 1 * * * other job\n"
+    assert edit_crontab("", "t", None) == ""

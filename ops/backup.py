@@ -382,6 +382,30 @@ def find_snapshot(directory: Path, wanted: str | None) -> Snapshot:
 # --- streaming ---------------------------------------------------------------------------------
 
 
+def openssh_argv(host: Host) -> list[str] | None:
+    """The OpenSSH client for bulk data, with the same pinned host keys and identity as the runner.
+
+    paramiko moves data in Python (tens of MB/s on a busy machine); ssh(1) does it in C. Host keys
+    are checked against the environment's known_hosts only (StrictHostKeyChecking=yes, no global
+    file, no user config), as for every other connection. None when ssh(1) is not installed or the
+    host is not reached over SSHRunner (unit tests): paramiko is used then.
+    """
+    from ops.remote import SSHRunner
+
+    runner = host.runner
+    if not isinstance(runner, SSHRunner) or shutil.which("ssh") is None or os.environ.get("OPS_BACKUP_PARAMIKO"):
+        return None
+    spec = runner.spec
+    argv = ["ssh", "-F", "/dev/null", "-T", "-x", "-a", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    argv += ["-o", f"UserKnownHostsFile={runner.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+    argv += ["-o", f"ConnectTimeout={int(runner.connect_timeout)}", "-o", "LogLevel=ERROR"]
+    argv += ["-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"]
+    argv += ["-o", "ServerAliveInterval=15", "-p", str(spec.port), "-l", spec.user]
+    if runner.identity_file:
+        argv += ["-i", str(runner.identity_file), "-o", "IdentitiesOnly=yes"]
+    return [*argv, "--", spec.address]
+
+
 def _channel(host: Host, command: str) -> Any:
     transport = host.runner.ssh_client().get_transport()
     if transport is None:
@@ -391,10 +415,51 @@ def _channel(host: Host, command: str) -> Any:
     return channel
 
 
+def _ssh_failed(host: Host, code: int, stderr: str, what: str) -> BackupError:
+    if code == 255:
+        return BackupError(f"ssh failed during {what}: {_last_line(stderr)}", where=host.name)
+    return BackupError(f"{what} exited {code}: {_last_line(stderr)}", where=host.name)
+
+
 def stream_from_host(
     host: Host, command: str, sink: IO[bytes], on_bytes: Callable[[int], None]
 ) -> tuple[int, str, str]:
     """Run command on the host and write its stdout to sink; (bytes, sha256, stderr)."""
+    argv = openssh_argv(host)
+    if argv is None:
+        return _stream_from_paramiko(host, command, sink, on_bytes)
+    import subprocess
+    import tempfile
+
+    digest = hashlib.sha256()
+    total = 0
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen([*argv, command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        try:
+            fd = process.stdout.fileno()
+            while data := os.read(fd, CHUNK):
+                sink.write(data)
+                digest.update(data)
+                total += len(data)
+                on_bytes(len(data))
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+        errors.seek(0)
+        stderr = errors.read(65536).decode(errors="replace")
+    if code != 0:
+        raise _ssh_failed(host, code, stderr, "archive command")
+    return total, digest.hexdigest(), stderr
+
+
+def _stream_from_paramiko(
+    host: Host, command: str, sink: IO[bytes], on_bytes: Callable[[int], None]
+) -> tuple[int, str, str]:
     digest = hashlib.sha256()
     total = 0
     stderr = bytearray()
@@ -419,14 +484,41 @@ def stream_from_host(
     finally:
         channel.close()
     if code != 0:
-        raise BackupError(
-            f"archive command exited {code}: {_last_line(stderr.decode(errors='replace'))}", where=host.name
-        )
+        raise _ssh_failed(host, code, stderr.decode(errors="replace"), "archive command")
     return total, digest.hexdigest(), stderr.decode(errors="replace")
 
 
 def stream_to_host(host: Host, command: str, source: Path, on_bytes: Callable[[int], None]) -> str:
     """Feed a local file to a command's stdin on the host; raises on a non-zero exit."""
+    argv = openssh_argv(host)
+    if argv is None:
+        return _stream_to_paramiko(host, command, source, on_bytes)
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as output, source.open("rb") as handle:
+        process = subprocess.Popen([*argv, command], stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT)
+        assert process.stdin is not None
+        try:
+            while chunk := handle.read(CHUNK):
+                process.stdin.write(chunk)
+                on_bytes(len(chunk))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the remote command ended early: its exit code and output say why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        code = process.wait()
+        output.seek(0)
+        text = output.read(65536).decode(errors="replace")
+    if code != 0:
+        raise _ssh_failed(host, code, text, f"`{command[:60]}...`")
+    return text
+
+
+def _stream_to_paramiko(host: Host, command: str, source: Path, on_bytes: Callable[[int], None]) -> str:
     channel = _channel(host, command)
     output = bytearray()
     try:
@@ -453,7 +545,7 @@ def stream_to_host(host: Host, command: str, source: Path, on_bytes: Callable[[i
         channel.close()
     text = output.decode(errors="replace")
     if code != 0:
-        raise BackupError(f"`{command[:60]}...` exited {code}: {_last_line(text)}", where=host.name)
+        raise _ssh_failed(host, code, text, f"`{command[:60]}...`")
     return text
 
 

@@ -1012,6 +1012,10 @@ def restore(
 
     started = time.monotonic()
     snapshot = find_snapshot(target_dir(env), snapshot_id)
+    if snapshot.project and snapshot.project != env.project:
+        raise BackupError(
+            f"snapshot {snapshot.id} is of project {snapshot.project}, not {env.project}", where=str(snapshot.path)
+        )
     records = restore_selection(snapshot, volume, host)
     for record in records:
         if not (snapshot.path / record.archive).is_file():

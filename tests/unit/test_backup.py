@@ -402,3 +402,42 @@ def test_cron_entry_is_checked_and_replaced_per_environment(tmp_path: Path) -> N
     schedule(env, "", remove=True, crontab=str(fake))
     assert table.read_text() == "0 1 * * * other job\n"
     assert edit_crontab("", "t", None) == ""
+
+
+def test_a_stopped_container_is_started_again_and_post_hooks_run_when_the_archive_fails(tmp_path: Path) -> None:
+    from ops.backup import archive_volume
+    from ops.config import HostSpec
+    from ops.console import RecordingReporter
+    from ops.errors import HostError
+    from ops.remote import Host
+    from tests.fakes import FakeRunner
+
+    runner = FakeRunner()
+    host = Host(HostSpec("h1"), runner)
+    app = container(
+        "app", "shop/app:3", opskit_backup_pre="flush", opskit_backup_post="resume", opskit_backup_stop="true"
+    )
+    plan = plan_volume(REDIS_VOLUME, [app])
+    with pytest.raises(HostError):  # the fake runner has no SSH channel to stream through
+        archive_volume(host, plan, tmp_path, RecordingReporter())
+    commands = runner.commands
+    assert commands[0] == "docker exec demo-app-1 sh -c flush"
+    assert commands[1].startswith("docker stop demo-app-1")
+    assert commands[2].startswith("docker start demo-app-1")
+    assert commands[3] == "docker exec demo-app-1 sh -c resume"
+    assert list(tmp_path.iterdir()) == []  # no partial archive left
+
+
+def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_stopped(tmp_path: Path) -> None:
+    from ops.backup import archive_volume
+    from ops.config import HostSpec
+    from ops.console import RecordingReporter
+    from ops.remote import Host
+    from tests.fakes import FakeRunner
+
+    runner = FakeRunner({"sh -c flush": (3, "cannot flush")})
+    host = Host(HostSpec("h1"), runner)
+    app = container("app", "shop/app:3", opskit_backup_pre="flush", opskit_backup_stop="true")
+    with pytest.raises(BackupError, match="pre hook of demo-app-1 exited 3: cannot flush"):
+        archive_volume(host, plan_volume(REDIS_VOLUME, [app]), tmp_path, RecordingReporter())
+    assert not any(command.startswith("docker stop") for command in runner.commands)

@@ -8,6 +8,7 @@ on disk, so an interrupted or failed backup never looks complete. This module ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -17,7 +18,7 @@ import secrets
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from ops import __version__
 from ops.config import Environment
-from ops.console import CHANGED, FAILED, OK, WOULD_CHANGE, Reporter
+from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import BackupError, OpsError
 from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
 from ops.remote import Fleet, Host
@@ -251,6 +252,7 @@ class ArchiveRecord:
     sha256: str
     seconds: float
     release: str = ""
+    encrypted: str = ""  # "age" when the archive is encrypted to BACKUP_AGE_RECIPIENT
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -488,15 +490,63 @@ def _stream_from_paramiko(
     return total, digest.hexdigest(), stderr.decode(errors="replace")
 
 
-def stream_to_host(host: Host, command: str, source: Path, on_bytes: Callable[[int], None]) -> str:
-    """Feed a local file to a command's stdin on the host; raises on a non-zero exit."""
+def _reader(source: Path | IO[bytes]) -> contextlib.AbstractContextManager[IO[bytes]]:
+    return source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source)
+
+
+@contextlib.contextmanager
+def plaintext(path: Path, record: ArchiveRecord, identity: Path | None) -> Iterator[IO[bytes]]:
+    """The archive's bytes as the host needs them: decrypted here (age) when it was encrypted."""
+    import subprocess
+    import tempfile
+
+    if not record.encrypted:
+        with path.open("rb") as handle:
+            yield handle
+        return
+    if identity is None:
+        raise BackupError(
+            f"{record.archive} is encrypted and BACKUP_AGE_IDENTITY is not set",
+            hint="point it at the age identity file",
+        )
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [_age_binary(), "-d", "-i", str(identity), str(path)], stdout=subprocess.PIPE, stderr=errors
+        )
+        assert process.stdout is not None
+        try:
+            yield process.stdout
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+        if process.wait() != 0:
+            errors.seek(0)
+            raise BackupError(f"age could not decrypt {record.archive}: {_last_line(errors.read(4096).decode())}")
+
+
+def age_identity(env: Environment) -> Path | None:
+    text = str(env.settings.get("BACKUP_AGE_IDENTITY") or "")
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else env.root / path
+    if not path.is_file():
+        raise BackupError(f"BACKUP_AGE_IDENTITY: {text} does not exist", where=str(env.file.name))
+    return path
+
+
+def stream_to_host(host: Host, command: str, source: Path | IO[bytes], on_bytes: Callable[[int], None]) -> str:
+    """Feed a local file (or stream) to a command's stdin on the host; raises on a non-zero exit."""
     argv = openssh_argv(host)
     if argv is None:
         return _stream_to_paramiko(host, command, source, on_bytes)
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryFile() as output, source.open("rb") as handle:
+    with tempfile.TemporaryFile() as output, _reader(source) as handle:
         process = subprocess.Popen([*argv, command], stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT)
         assert process.stdin is not None
         try:
@@ -518,11 +568,11 @@ def stream_to_host(host: Host, command: str, source: Path, on_bytes: Callable[[i
     return text
 
 
-def _stream_to_paramiko(host: Host, command: str, source: Path, on_bytes: Callable[[int], None]) -> str:
+def _stream_to_paramiko(host: Host, command: str, source: Path | IO[bytes], on_bytes: Callable[[int], None]) -> str:
     channel = _channel(host, command)
     output = bytearray()
     try:
-        with source.open("rb") as handle:
+        with _reader(source) as handle:
             while chunk := handle.read(CHUNK):
                 channel.sendall(chunk)
                 on_bytes(len(chunk))
@@ -595,6 +645,71 @@ def _run_hooks(host: Host, hooks: Iterable[tuple[str, str]], what: str, reporter
         reporter.step(host.name, f"{what} hook", OK, container)
 
 
+def age_recipient_args(recipient: str, root: Path) -> list[str]:
+    """`-r KEY` for a public key, `-R FILE` for a recipients file (relative to the repository)."""
+    if recipient.startswith(("age1", "ssh-")):
+        return ["-r", recipient]
+    path = Path(recipient).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise BackupError(
+            f"BACKUP_AGE_RECIPIENT: {recipient} is neither an age public key nor a file",
+            hint="age1... or a recipients file",
+        )
+    return ["-R", str(path)]
+
+
+def _age_binary() -> str:
+    found = shutil.which("age")
+    if found is None:
+        raise BackupError("encryption needs the age tool on this machine", hint="apt-get install age")
+    return found
+
+
+class _AgeSink:
+    """A file-like sink that encrypts through `age` into path; close() raises on failure."""
+
+    def __init__(self, path: Path, recipient_args: list[str]):
+        import subprocess
+        import tempfile
+
+        self.path = path
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close, abort or _fail)
+        self._process = subprocess.Popen(
+            [_age_binary(), "-e", *recipient_args, "-o", str(path)], stdin=subprocess.PIPE, stderr=self._errors
+        )
+
+    def write(self, data: bytes) -> int:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(data)
+        except BrokenPipeError:
+            self._fail()
+        return len(data)
+
+    def _fail(self) -> None:
+        self._process.wait()
+        self._errors.seek(0)
+        message = self._errors.read(4096).decode(errors="replace")
+        self._errors.close()
+        if "no space left" in message.lower():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise BackupError(f"age failed: {_last_line(message)}")
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
+        if self._process.wait() != 0:
+            self._fail()
+        self._errors.close()
+
+    def abort(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        self._errors.close()
+
+
 def archive_volume(
     host: Host,
     plan: VolumePlan,
@@ -604,6 +719,7 @@ def archive_volume(
     level: int = 3,
     timeout: float = 300,
     release: str = "",
+    encrypt_to: list[str] | None = None,
 ) -> ArchiveRecord:
     """Archive one volume into directory (recipes and hooks around it); the partial file goes on failure."""
     started = time.monotonic()
@@ -612,7 +728,7 @@ def archive_volume(
     source = plan.volume.mountpoint
     cleanup = ""
     stopped: list[str] = []
-    path = directory / plan.archive_name
+    path = directory / (plan.archive_name + (".age" if encrypt_to else ""))
     try:
         _run_hooks(host, plan.pre, "pre", reporter)
         for container in plan.stop:
@@ -634,10 +750,20 @@ def archive_volume(
             command = pg_dump_command(plan.recipe_container, plan.compression, level)
         progress = reporter.transfer(host.name, plan.volume.key)
         try:
-            with path.open("wb") as sink:
-                size, digest, _ = stream_from_host(host, command, sink, progress)
-                sink.flush()
-                os.fsync(sink.fileno())
+            if encrypt_to:
+                age = _AgeSink(path, encrypt_to)
+                try:
+                    stream_from_host(host, command, age, progress)  # type: ignore[arg-type]
+                except BaseException:
+                    age.abort()
+                    raise
+                age.close()
+                size, digest = path.stat().st_size, sha256_file(path)
+            else:
+                with path.open("wb") as sink:
+                    size, digest, _ = stream_from_host(host, command, sink, progress)
+                    sink.flush()
+                    os.fsync(sink.fileno())
         except OSError as error:
             path.unlink(missing_ok=True)
             if error.errno == errno.ENOSPC:
@@ -680,6 +806,7 @@ def archive_volume(
         sha256=digest,
         seconds=round(seconds, 2),
         release=release,
+        encrypted="age" if encrypt_to else "",
     )
 
 
@@ -718,6 +845,10 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     timeout = float(env.settings.get("BACKUP_TIMEOUT") or 300)  # type: ignore[arg-type]
     include = list(options.volumes or env.settings.get("BACKUP_INCLUDE") or ())  # type: ignore[call-overload]
     exclude = list(env.settings.get("BACKUP_EXCLUDE") or ())  # type: ignore[call-overload]
+    recipient = str(env.settings.get("BACKUP_AGE_RECIPIENT") or "")
+    encrypt_to = age_recipient_args(recipient, env.root) if recipient else None
+    if encrypt_to:
+        _age_binary()
     target = target_dir(env)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -755,7 +886,16 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         for volume in chosen:
             plan = plan_volume(volume, containers, compression)
             records.append(
-                archive_volume(host, plan, directory, reporter, level=level, timeout=timeout, release=info["release"])
+                archive_volume(
+                    host,
+                    plan,
+                    directory,
+                    reporter,
+                    level=level,
+                    timeout=timeout,
+                    release=info["release"],
+                    encrypt_to=encrypt_to,
+                )
             )
         return records
 
@@ -918,11 +1058,16 @@ def verify(
         for record in good:
             by_host.setdefault(record.host, []).append(record)
 
+        identity = age_identity(env)
+
         def one(host: Host) -> list[str]:
             bad = []
             for record in by_host.get(host.name, []):
+                if record.encrypted and identity is None:
+                    reporter.step(host.name, "test extract", SKIPPED, f"{record.archive}: encrypted, no identity")
+                    continue
                 try:
-                    _test_extract(host, snapshot, record, reporter)
+                    _test_extract(host, snapshot, record, reporter, identity)
                 except OpsError as error:
                     bad.append(f"{record.archive}: test extraction failed ({error.message})")
                     reporter.step(host.name, "test extract", FAILED, f"{record.archive}: {error.message}")
@@ -938,14 +1083,17 @@ def verify(
     return result
 
 
-def _test_extract(host: Host, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter) -> None:
+def _test_extract(
+    host: Host, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter, identity: Path | None
+) -> None:
     scratch = f"opskit-verify-{secrets.token_hex(4)}"
     host.run(f"docker volume create --label opskit.scratch=verify {scratch} >/dev/null")
     try:
         mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {scratch}").stdout.strip()
         path = snapshot.path / record.archive
         command = test_extract_command(record.compression, record.recipe, mountpoint, host.spec.user)
-        stream_to_host(host, command, path, reporter.transfer(host.name, f"test extract {record.volume}"))
+        with plaintext(path, record, identity) as reader:
+            stream_to_host(host, command, reader, reporter.transfer(host.name, f"test extract {record.volume}"))
         files = host.run(as_root(f"find {shlex.quote(mountpoint)} -mindepth 1 | wc -l", host.spec.user)).stdout.strip()
         detail = f"{record.archive}: {files} entries" if record.recipe != "postgres" else f"{record.archive}: dump ok"
         reporter.step(host.name, "test extract", OK, detail)
@@ -1017,6 +1165,8 @@ def restore(
             f"snapshot {snapshot.id} is of project {snapshot.project}, not {env.project}", where=str(snapshot.path)
         )
     records = restore_selection(snapshot, volume, host)
+    if any(record.encrypted for record in records) and age_identity(env) is None:
+        raise BackupError("the archives are encrypted and BACKUP_AGE_IDENTITY is not set", hint="nothing was changed")
     for record in records:
         if not (snapshot.path / record.archive).is_file():
             raise BackupError(f"archive {record.archive} is missing from {snapshot.path}", hint="inv backup.verify")
@@ -1067,7 +1217,8 @@ def _restore_volume(
             raise BackupError(
                 f"restoring a PostgreSQL dump needs its service running ({', '.join(services)})", where=host.name
             )
-        stream_to_host(host, psql_restore_command(live[0].name, record.compression), path, progress)
+        with plaintext(path, record, age_identity(env)) as reader:
+            stream_to_host(host, psql_restore_command(live[0].name, record.compression), reader, progress)
         reporter.step(host.name, "restore", CHANGED, f"{record.volume}: dump loaded into {live[0].service}")
         return
     running = [c.name for c in users if c.running]
@@ -1083,7 +1234,8 @@ def _restore_volume(
         reporter.step(host.name, "volume", CHANGED, f"created {record.volume_name}")
     mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(record.volume_name)}").stdout
     try:
-        stream_to_host(host, restore_command(record, mountpoint.strip(), host.spec.user), path, progress)
+        with plaintext(path, record, age_identity(env)) as reader:
+            stream_to_host(host, restore_command(record, mountpoint.strip(), host.spec.user), reader, progress)
     finally:
         # Services come back whether or not the archive went in: a failed restore must not leave them down.
         if running:

@@ -190,6 +190,12 @@ KEYS: dict[str, Key] = {
     "BACKUP_COMPRESSION": Key(_choice("zstd", "gzip"), "zstd", "archive compression on the host: zstd or gzip"),
     "BACKUP_LEVEL": Key(_int(1, 19), "3", "compression level (zstd 1-19, gzip 1-9)"),
     "BACKUP_TIMEOUT": Key(_int(5, 86400), "300", "seconds a hook, a Redis BGSAVE or a stop may take"),
+    "BACKUP_AGE_RECIPIENT": Key(
+        _text, "", "encrypt archives on this machine to this age public key (age1...) or recipients file"
+    ),
+    "BACKUP_AGE_IDENTITY": Key(
+        _text, "", "age identity (private key) file for verify and restore of encrypted archives"
+    ),
     "BACKUP_KEEP_LAST": Key(_int(0, 10000), "3", "prune keeps the newest N snapshots"),
     "BACKUP_KEEP_DAILY": Key(_int(0, 10000), "7", "prune keeps the newest snapshot of each of the last N days"),
     "BACKUP_KEEP_WEEKLY": Key(_int(0, 10000), "4", "prune keeps the newest snapshot of each of the last N weeks"),

@@ -234,3 +234,35 @@ def test_interrupted_backup_and_full_disk_leave_no_complete_snapshot(
         host.sudo(f"rm -rf {mountpoint(host, 'prometheus-data')}/snapshots", check=False)
         (lab.root / "env" / "itestbkd.env").unlink(missing_ok=True)
     assert healthy(host) == []
+
+
+def test_encrypted_backup_is_ciphertext_here_and_restores(bk: tuple[Lab, Path, Host], tmp_path: Path) -> None:
+    lab, _, host = bk
+    if shutil.which("age-keygen") is None:
+        pytest.fail("age is not installed: ./scripts/bootstrap installs it")
+    identity = tmp_path / "key.txt"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    public = keygen.stderr.split("Public key:")[1].strip()
+    store = tmp_path / "enc"
+    text = env_text(lab, store) + f"BACKUP_AGE_RECIPIENT={public}\nBACKUP_AGE_IDENTITY={identity}\n"
+    write_env(lab.root, "itestbke", text)
+    am = mountpoint(host, "alertmanager-data")
+    marker = "opskit-plaintext-marker-" + "x" * 40
+    host.sudo(f"printf '%s\\n' {marker} > {am}/opskit-secret.txt")
+    try:
+        done = opskit(lab.root, "backup.all", "--env", "itestbke", "--host", host.name, "--volume", "alertmanager-data")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (archive,) = store.glob("*/*/alertmanager-data.tar.zst.age")
+        data = archive.read_bytes()
+        assert data.startswith(b"age-encryption.org/v1") and marker.encode() not in data
+        verified = opskit(lab.root, "backup.verify", "--env", "itestbke")
+        assert verified.returncode == 0 and "1/1 archives ok" in verified.stdout, verified.stdout + verified.stderr
+        assert "test extract" in verified.stdout
+        host.sudo(f"rm {am}/opskit-secret.txt")
+        restored = opskit(lab.root, "backup.restore", "latest", "--env", "itestbke", "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert host.sudo(f"cat {am}/opskit-secret.txt").stdout.strip() == marker
+    finally:
+        host.sudo(f"rm -f {am}/opskit-secret.txt")
+        (lab.root / "env" / "itestbke.env").unlink(missing_ok=True)
+    assert healthy(host) == []

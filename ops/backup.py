@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ops import __version__
-from ops.config import Environment
+from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import BackupError, OpsError
 from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
@@ -1431,3 +1431,94 @@ def schedule(env: Environment, expression: str, *, remove: bool = False, crontab
     if done.returncode != 0:
         raise BackupError(f"crontab refused the entry: {_last_line(done.stderr)}")
     return line or ""
+
+
+# --- offsite -----------------------------------------------------------------------------------
+
+
+def offsite_target(env: Environment) -> tuple[HostSpec, str] | None:
+    """BACKUP_OFFSITE, `[user@]host[:port]:/absolute/path`, parsed; None when not set."""
+    from ops.config import parse_host
+
+    text = str(env.settings.get("BACKUP_OFFSITE") or "")
+    if not text:
+        return None
+    address, sep, path = text.partition(":/")
+    try:
+        spec = parse_host(address, env.deploy_user)
+    except ValueError as error:
+        raise BackupError(f"BACKUP_OFFSITE: {error}", where=str(env.file.name)) from None
+    if not sep:
+        raise BackupError(f"BACKUP_OFFSITE: {text!r} has no :/path", where=str(env.file.name))
+    return spec, "/" + path.rstrip("/")
+
+
+@dataclass
+class OffsiteResult:
+    snapshot: Snapshot
+    target: str
+    copied: bool  # False: it was there already
+    bytes: int = 0
+
+
+def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None = None) -> OffsiteResult:
+    """Copy a complete snapshot to the offsite host over SSH (pinned key), checked, then renamed.
+
+    Like a local snapshot, the copy is written as `<id>.partial/` and renamed only after every
+    archive's sha256 matched on the far side.
+    """
+    from ops.remote import SSHRunner
+
+    target = offsite_target(env)
+    if target is None:
+        raise BackupError("BACKUP_OFFSITE is not set", where=str(env.file.name), hint="[user@]host[:port]:/path")
+    spec, base = target
+    snapshot = find_snapshot(target_dir(env), snapshot_id)
+    runner = SSHRunner(
+        spec,
+        known_hosts=env.known_hosts,
+        identity_file=env.identity_file,
+        connect_timeout=env.connect_timeout,
+        env_name=env.name,
+    )
+    host = Host(spec, runner)
+    where = f"{spec.target}:{base}"
+    final = f"{base}/{snapshot.id}"
+    partial = f"{final}{PARTIAL}"
+    try:
+        if host.run(f"test -f {shlex.quote(final)}/{MANIFEST}", check=False).ok:
+            reporter.step(spec.name, "offsite", OK, f"{snapshot.id} is there already")
+            return OffsiteResult(snapshot, where, copied=False)
+        files = sorted(path for path in snapshot.path.rglob("*") if path.is_file())
+        directories = sorted({str(path.parent.relative_to(snapshot.path)) for path in files})
+        host.run(
+            f"rm -rf {shlex.quote(partial)} && mkdir -p "
+            + " ".join(shlex.quote(f"{partial}/{directory}") for directory in directories)
+        )
+        sent = 0
+        for path in files:
+            relative = str(path.relative_to(snapshot.path))
+            stream_to_host(
+                host,
+                f"cat > {shlex.quote(f'{partial}/{relative}')}",
+                path,
+                reporter.transfer(spec.name, f"offsite {relative}", path.stat().st_size),
+            )
+            sent += path.stat().st_size
+        sums = host.run(
+            f"cd {shlex.quote(partial)} && sha256sum "
+            + " ".join(shlex.quote(record.archive) for record in snapshot.archives)
+        ).stdout
+        found = {line.split(None, 1)[1].strip(): line.split(None, 1)[0] for line in sums.splitlines() if line.strip()}
+        wrong = [record.archive for record in snapshot.archives if found.get(record.archive) != record.sha256]
+        if wrong:
+            raise BackupError(f"offsite copy of {', '.join(wrong)} does not match its sha256", where=where)
+        host.run(f"mv -T {shlex.quote(partial)} {shlex.quote(final)}")
+    except BaseException:
+        with contextlib.suppress(OpsError):
+            host.run(f"rm -rf {shlex.quote(partial)}", check=False)
+        raise
+    finally:
+        host.close()
+    reporter.step(spec.name, "offsite", CHANGED, f"{snapshot.id} -> {where} ({sent / 1e6:.1f} MB, checksums match)")
+    return OffsiteResult(snapshot, where, copied=True, bytes=sent)

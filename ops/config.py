@@ -196,6 +196,9 @@ KEYS: dict[str, Key] = {
     "BACKUP_AGE_IDENTITY": Key(
         _text, "", "age identity (private key) file for verify and restore of encrypted archives"
     ),
+    "BACKUP_OFFSITE": Key(
+        _text, "", "offsite copy over SSH: [user@]host[:port]:/path (host key pinned in the env's known_hosts)"
+    ),
     "BACKUP_KEEP_LAST": Key(_int(0, 10000), "3", "prune keeps the newest N snapshots"),
     "BACKUP_KEEP_DAILY": Key(_int(0, 10000), "7", "prune keeps the newest snapshot of each of the last N days"),
     "BACKUP_KEEP_WEEKLY": Key(_int(0, 10000), "4", "prune keeps the newest snapshot of each of the last N weeks"),

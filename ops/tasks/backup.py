@@ -211,6 +211,24 @@ def schedule(c: Context, env: str | None = None, cron: str = "17 3 * * *", remov
         console().print(f"schedule: backup of {environment.name} at '{cron}':", line, markup=False)
 
 
+def offsite(c: Context, env: str | None = None, snapshot: str = "", json: bool = False) -> None:
+    """Copy a snapshot (default: the newest) to BACKUP_OFFSITE over SSH, checked before it counts."""
+    from ops.backup import copy_offsite
+    from ops.console import ConsoleReporter, console, print_json
+
+    environment = load_env(c, env)
+    reporter = ConsoleReporter(quiet=json)
+    try:
+        result = copy_offsite(environment, reporter, snapshot or None)
+    finally:
+        reporter.close()
+    if json:
+        print_json({"snapshot": result.snapshot.id, "target": result.target, "copied": result.copied})
+    else:
+        verb = f"copied ({_mb(result.bytes)})" if result.copied else "already there"
+        console().print(f"offsite: snapshot {result.snapshot.id} {verb} at {result.target}", markup=False)
+
+
 def collection() -> Collection:
     namespace = Collection("backup")
     namespace.add_task(
@@ -256,6 +274,7 @@ def collection() -> Collection:
             },
         )
     )
+    namespace.add_task(command(offsite, help={"snapshot": "snapshot id or prefix (default: the newest)"}))
     namespace.add_task(
         command(
             schedule,

@@ -147,7 +147,7 @@ def test_verify_names_a_corrupted_archive(bk: tuple[Lab, Path, Host]) -> None:
         data = bytearray(target.read_bytes())
         data[len(data) // 2] ^= 0xFF
         target.write_bytes(bytes(data))
-        result = opskit(lab.root, "backup.verify", "--snapshot", "20990101T000000Z", "--env", ENV)
+        result = opskit(lab.root, "backup.verify", "--snapshot", "20990101T000000Z", "--env", ENV, "--no-extract")
         assert result.returncode == 1
         assert f"{target.parent.name}/redis-data.tar.zst: checksum mismatch" in result.stderr
         assert "5/6 archives" in result.stdout
@@ -266,3 +266,28 @@ def test_encrypted_backup_is_ciphertext_here_and_restores(bk: tuple[Lab, Path, H
         host.sudo(f"rm -f {am}/opskit-secret.txt")
         (lab.root / "env" / "itestbke.env").unlink(missing_ok=True)
     assert healthy(host) == []
+
+
+def test_offsite_copy_is_checked_then_final(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, _ = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    assert good, "needs the snapshot of the first test"
+    far = lab.env.hosts[1]
+    base = "/tmp/opskit-offsite"
+    write_env(lab.root, "itestbko", env_text(lab, backups) + f"BACKUP_OFFSITE=deploy@{far.address}:{far.port}:{base}\n")
+    with Fleet.connect(lab.env, only=[far.name]) as fleet:
+        other = fleet.hosts[0]
+        other.run(f"rm -rf {base}")
+        try:
+            copied = opskit(lab.root, "backup.offsite", "--env", "itestbko")
+            assert copied.returncode == 0, copied.stdout + copied.stderr
+            assert f"offsite: snapshot {good[-1].id} copied" in copied.stdout
+            listing = other.run(f"cd {base} && ls && cd {good[-1].id} && sha256sum */*.tar.zst").stdout
+            assert good[-1].id in listing.split() and ".partial" not in listing
+            for record in good[-1].archives:
+                assert f"{record.sha256}  {record.archive}" in listing
+            again = opskit(lab.root, "backup.offsite", "--env", "itestbko")
+            assert again.returncode == 0 and "already there" in again.stdout
+        finally:
+            other.run(f"rm -rf {base}")
+            (lab.root / "env" / "itestbko.env").unlink(missing_ok=True)

@@ -441,3 +441,19 @@ def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_s
     with pytest.raises(BackupError, match="pre hook of demo-app-1 exited 3: cannot flush"):
         archive_volume(host, plan_volume(REDIS_VOLUME, [app]), tmp_path, RecordingReporter())
     assert not any(command.startswith("docker stop") for command in runner.commands)
+
+
+def test_offsite_target_is_parsed_and_checked(tmp_path: Path) -> None:
+    from ops.backup import cron_line, offsite_target
+    from ops.config import HostSpec, load_environment
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\nBACKUP_OFFSITE=vault@backup.example:2222:/srv/b/shop/\n")
+    env = load_environment("t", tmp_path, {})
+    assert offsite_target(env) == (HostSpec("backup.example", 2222, "vault"), "/srv/b/shop")
+    assert "backup.offsite --env t" in cron_line(env, "@daily")
+    (tmp_path / "env" / "u.env").write_text("HOSTS=127.0.0.1\nBACKUP_OFFSITE=backup.example\n")
+    with pytest.raises(BackupError, match="has no :/path"):
+        offsite_target(load_environment("u", tmp_path, {}))
+    (tmp_path / "env" / "v.env").write_text("HOSTS=127.0.0.1\n")
+    assert offsite_target(load_environment("v", tmp_path, {})) is None

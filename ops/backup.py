@@ -1397,12 +1397,13 @@ def check_cron(expression: str) -> str:
 
 
 def cron_line(env: Environment, expression: str) -> str:
-    """Back up, check the checksums, then prune; one log per environment next to its snapshots."""
+    """Back up, check the checksums, copy offsite (when set), then prune; one log per environment."""
     inv = env.root / ".venv" / "bin" / "inv"
     program = shlex.quote(str(inv)) if inv.exists() else "inv"
     log = shlex.quote(str(target_dir(env) / "cron.log"))
     name = shlex.quote(env.name)
-    steps = " && ".join(f"{program} backup.{task} --env {name}" for task in ("all", "verify --no-extract", "prune"))
+    tasks = ["all", "verify --no-extract", *(["offsite"] if env.settings.get("BACKUP_OFFSITE") else []), "prune"]
+    steps = " && ".join(f"{program} backup.{task} --env {name}" for task in tasks)
     return (
         f"{check_cron(expression)} cd {shlex.quote(str(env.root))} && mkdir -p {shlex.quote(str(target_dir(env)))} "
         f"&& {{ {steps}; }} >> {log} 2>&1 {CRON_MARK}{env.name}"

@@ -181,6 +181,28 @@ KEYS: dict[str, Key] = {
     "HEALTH_TIMEOUT": Key(_int(5, 3600), "120", "seconds a release may take to become healthy"),
     "SWAP_DRAIN": Key(_int(0, 600), "2", "seconds old containers drain after leaving rotation in a swap"),
     "KEEP_RELEASES": Key(_int(1, 100), "5", "releases kept per host (with their images)"),
+    # Backups (ops/backup.py).
+    "BACKUP_DIR": Key(
+        _text, "", "snapshot directory on this machine (default backups/<env>, relative to the repository)"
+    ),
+    "BACKUP_INCLUDE": Key(_words, "", "volumes to back up (compose names, e.g. redis-data); default all"),
+    "BACKUP_EXCLUDE": Key(_words, "", "volumes never backed up"),
+    "BACKUP_COMPRESSION": Key(_choice("zstd", "gzip"), "zstd", "archive compression on the host: zstd or gzip"),
+    "BACKUP_LEVEL": Key(_int(1, 19), "3", "compression level (zstd 1-19, gzip 1-9)"),
+    "BACKUP_TIMEOUT": Key(_int(5, 86400), "300", "seconds a hook, a Redis BGSAVE or a stop may take"),
+    "BACKUP_AGE_RECIPIENT": Key(
+        _text, "", "encrypt archives on this machine to this age public key (age1...) or recipients file"
+    ),
+    "BACKUP_AGE_IDENTITY": Key(
+        _text, "", "age identity (private key) file for verify and restore of encrypted archives"
+    ),
+    "BACKUP_OFFSITE": Key(
+        _text, "", "offsite copy over SSH: [user@]host[:port]:/path (host key pinned in the env's known_hosts)"
+    ),
+    "BACKUP_KEEP_LAST": Key(_int(0, 10000), "3", "prune keeps the newest N snapshots"),
+    "BACKUP_KEEP_DAILY": Key(_int(0, 10000), "7", "prune keeps the newest snapshot of each of the last N days"),
+    "BACKUP_KEEP_WEEKLY": Key(_int(0, 10000), "4", "prune keeps the newest snapshot of each of the last N weeks"),
+    "BACKUP_KEEP_MONTHLY": Key(_int(0, 10000), "6", "prune keeps the newest snapshot of each of the last N months"),
     # Provisioning (ops/provision.py; documented in env/provision-keys.md).
     "PROVISION_SKIP": Key(
         _words,

@@ -78,6 +78,10 @@ class DeployError(OpsError):
     """A deploy or rollback failed on a host; the host was put back where it was."""
 
 
+class BackupError(OpsError):
+    """A backup, verify, restore or prune could not be done; what was there before is untouched."""
+
+
 class LabError(OpsError):
     """The local lab could not be built, started or stopped."""
 

@@ -1,0 +1,284 @@
+"""`inv backup.all`, `backup.list`, `backup.verify`, `backup.restore`, `backup.prune`, `backup.schedule`."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+
+from ops.tasks.base import command, load_env
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+def all_(
+    c: Context,
+    env: str | None = None,
+    host: str | None = None,
+    volume: list[str] | None = None,
+    gzip: bool = False,
+    json: bool = False,
+) -> None:
+    """Back up every named volume of the stack on every host into a new snapshot on this machine."""
+    from ops.backup import BackupOptions, backup_all
+    from ops.console import ConsoleReporter, console, print_error, print_json
+
+    environment = load_env(c, env)
+    reporter = ConsoleReporter(quiet=json)
+    options = BackupOptions(
+        hosts=[host] if host else None, volumes=list(volume or []) or None, compression="gzip" if gzip else None
+    )
+    try:
+        result = backup_all(environment, reporter, options)
+    finally:
+        reporter.close()
+    if json:
+        print_json(
+            {
+                "ok": result.ok,
+                "errors": result.errors,
+                "seconds": round(result.seconds, 2),
+                "snapshot": result.snapshot.as_dict() if result.snapshot else None,
+            }
+        )
+    elif result.snapshot is not None:
+        snapshot = result.snapshot
+        console().print(
+            f"backup: snapshot {snapshot.id} complete, {len(snapshot.archives)} volumes, "
+            f"{_mb(snapshot.bytes)} in {result.seconds:.1f} s -> {snapshot.path}"
+        )
+    if not result.ok:
+        for error in result.errors:
+            print_error(error)
+        if not json:
+            print_error("backup failed: no snapshot was marked complete (earlier snapshots are untouched)")
+        raise Exit(code=1)
+
+
+def list_(c: Context, env: str | None = None, json: bool = False) -> None:
+    """The snapshots of the environment, oldest first (incomplete ones are marked)."""
+    from rich.table import Table
+
+    from ops.backup import list_snapshots, target_dir
+    from ops.console import console, print_json
+
+    environment = load_env(c, env)
+    directory = target_dir(environment)
+    snapshots = list_snapshots(directory)
+    if json:
+        print_json([snapshot.as_dict() for snapshot in snapshots])
+        return
+    table = Table(title=f"snapshots of {environment.name} in {directory}")
+    for column in ("snapshot", "state", "created", "hosts", "volumes", "size"):
+        table.add_column(column)
+    for snapshot in snapshots:
+        state = "[green]complete[/]" if snapshot.complete else "[yellow]incomplete[/]"
+        volumes = ", ".join(sorted({record.volume for record in snapshot.archives}))
+        table.add_row(snapshot.id, state, snapshot.created, str(len(snapshot.hosts)), volumes, _mb(snapshot.bytes))
+    console().print(table)
+    complete = sum(1 for snapshot in snapshots if snapshot.complete)
+    console().print(f"{complete} complete, {len(snapshots) - complete} incomplete")
+
+
+def verify(
+    c: Context, snapshot: str = "", env: str | None = None, no_extract: bool = False, json: bool = False
+) -> None:
+    """Check a snapshot (default: the newest): checksums, then a test extraction on each host."""
+    from ops.backup import verify as run_verify
+    from ops.console import ConsoleReporter, console, print_error, print_json
+
+    environment = load_env(c, env)
+    reporter = ConsoleReporter(quiet=json)
+    try:
+        result = run_verify(environment, reporter, snapshot or None, extract=not no_extract)
+    finally:
+        reporter.close()
+    if json:
+        print_json({"snapshot": result.snapshot.id, "ok": result.ok, "checked": result.checked, "bad": result.bad})
+    else:
+        console().print(
+            f"verify: snapshot {result.snapshot.id}: {len(result.checked) - len(result.bad)}/{len(result.checked)} "
+            f"archives {'ok' if result.ok else 'NOT ok'}"
+        )
+    if not result.ok:
+        for bad in result.bad:
+            print_error(f"{result.snapshot.id}/{bad}")
+        raise Exit(code=1)
+
+
+def _confirm(what: str, yes: bool) -> None:
+    from ops.errors import BackupError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BackupError(f"refusing to {what} without confirmation", hint="no terminal to ask: pass --yes")
+    answer = input(f"{what}: the volumes' current contents are replaced. type 'restore' to go on: ")
+    if answer.strip() != "restore":
+        raise BackupError("restore cancelled", hint="nothing was changed")
+
+
+def restore(
+    c: Context,
+    snapshot: str,
+    env: str | None = None,
+    volume: str | None = None,
+    host: str | None = None,
+    yes: bool = False,
+    json: bool = False,
+) -> None:
+    """Restore volumes from a snapshot: stop their services, replace the data, start, health-gate."""
+    from ops.backup import find_snapshot, restore_selection, target_dir
+    from ops.backup import restore as run_restore
+    from ops.console import ConsoleReporter, console, print_error, print_json
+
+    environment = load_env(c, env)
+    # Every check that needs no host runs before the question, so bad input changes nothing.
+    chosen = find_snapshot(target_dir(environment), snapshot)
+    records = restore_selection(chosen, volume, host)
+    listing = ", ".join(f"{record.volume} on {record.host}" for record in records)
+    _confirm(f"restore {listing} from {chosen.id}", yes)
+    reporter = ConsoleReporter(quiet=json)
+    try:
+        result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
+    finally:
+        reporter.close()
+    if json:
+        print_json({"snapshot": chosen.id, "ok": result.ok, "restored": result.restored, "errors": result.errors})
+    else:
+        console().print(
+            f"restore: {len(result.restored)} volumes from {chosen.id} {'ok' if result.ok else 'NOT ok'} "
+            f"({result.seconds:.1f} s)"
+        )
+    if not result.ok:
+        for error in result.errors:
+            print_error(error)
+        raise Exit(code=1)
+
+
+def prune(
+    c: Context,
+    env: str | None = None,
+    keep_last: int = -1,
+    keep_daily: int = -1,
+    keep_weekly: int = -1,
+    keep_monthly: int = -1,
+    dry_run: bool = False,
+    json: bool = False,
+) -> None:
+    """Remove snapshots the retention policy does not keep (BACKUP_KEEP_*; flags override)."""
+    from ops.backup import RetentionPolicy
+    from ops.backup import prune as run_prune
+    from ops.console import ConsoleReporter, console, print_json
+
+    environment = load_env(c, env)
+    base = RetentionPolicy.from_env(environment)
+    policy = RetentionPolicy(
+        keep_last if keep_last >= 0 else base.last,
+        keep_daily if keep_daily >= 0 else base.daily,
+        keep_weekly if keep_weekly >= 0 else base.weekly,
+        keep_monthly if keep_monthly >= 0 else base.monthly,
+    )
+    reporter = ConsoleReporter(quiet=json)
+    result = run_prune(environment, reporter, policy, dry_run=dry_run)
+    if json:
+        print_json({"kept": result.kept, "removed": result.removed, "incomplete_removed": result.incomplete_removed})
+        return
+    verb = "would remove" if dry_run else "removed"
+    console().print(
+        f"prune: kept {len(result.kept)}, {verb} {len(result.removed)} snapshots"
+        + (f" and {len(result.incomplete_removed)} incomplete" if result.incomplete_removed else "")
+    )
+
+
+def schedule(c: Context, env: str | None = None, cron: str = "17 3 * * *", remove: bool = False) -> None:
+    """Install the recurring backup (backup.all, verify, prune) in this machine's crontab, or --remove it."""
+    from ops.backup import schedule as run_schedule
+    from ops.console import console
+
+    environment = load_env(c, env)
+    line = run_schedule(environment, cron, remove=remove)
+    if remove:
+        console().print(f"schedule: removed the backup of {environment.name} from the crontab")
+    else:
+        console().print(f"schedule: backup of {environment.name} at '{cron}':", line, markup=False)
+
+
+def offsite(c: Context, env: str | None = None, snapshot: str = "", json: bool = False) -> None:
+    """Copy a snapshot (default: the newest) to BACKUP_OFFSITE over SSH, checked before it counts."""
+    from ops.backup import copy_offsite
+    from ops.console import ConsoleReporter, console, print_json
+
+    environment = load_env(c, env)
+    reporter = ConsoleReporter(quiet=json)
+    try:
+        result = copy_offsite(environment, reporter, snapshot or None)
+    finally:
+        reporter.close()
+    if json:
+        print_json({"snapshot": result.snapshot.id, "target": result.target, "copied": result.copied})
+    else:
+        verb = f"copied ({_mb(result.bytes)})" if result.copied else "already there"
+        console().print(f"offsite: snapshot {result.snapshot.id} {verb} at {result.target}", markup=False)
+
+
+def collection() -> Collection:
+    namespace = Collection("backup")
+    namespace.add_task(
+        command(
+            all_,
+            name="all",
+            iterable=["volume"],
+            help={
+                "host": "only this host",
+                "volume": "only this volume (repeatable; compose name, e.g. redis-data)",
+                "gzip": "gzip instead of zstd",
+            },
+        )
+    )
+    namespace.add_task(command(list_, name="list"))
+    namespace.add_task(
+        command(
+            verify,
+            help={"snapshot": "snapshot id or prefix (default: the newest)", "no_extract": "checksums only"},
+        )
+    )
+    namespace.add_task(
+        command(
+            restore,
+            positional=["snapshot"],
+            help={
+                "snapshot": "snapshot id, prefix or 'latest'",
+                "volume": "only this volume",
+                "host": "only this host",
+                "yes": "do not ask (required without a terminal)",
+            },
+        )
+    )
+    namespace.add_task(
+        command(
+            prune,
+            help={
+                "keep_last": "keep the newest N",
+                "keep_daily": "newest of each of the last N days",
+                "keep_weekly": "newest of each of the last N weeks",
+                "keep_monthly": "newest of each of the last N months",
+                "dry_run": "show what would go",
+            },
+        )
+    )
+    namespace.add_task(command(offsite, help={"snapshot": "snapshot id or prefix (default: the newest)"}))
+    namespace.add_task(
+        command(
+            schedule,
+            help={"cron": "cron schedule (default '17 3 * * *': 03:17 daily)", "remove": "remove the entry"},
+        )
+    )
+    return namespace

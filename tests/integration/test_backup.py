@@ -1,0 +1,293 @@
+"""Backups on the lab: real volumes, real Redis and Prometheus, streamed over real SSH.
+
+The stack is left as the deployed_lab fixture gave it: every service healthy, test data removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.backup import list_snapshots
+from ops.health import project_health
+from ops.releases import ReleaseStore
+from ops.remote import Fleet, Host
+from tests.integration.conftest import REPO, Lab, opskit, write_env
+
+pytestmark = pytest.mark.integration
+
+ENV = "itestbk"
+SERVICES = ["alertmanager", "prometheus", "proxy", "redis", "web"]
+
+
+def env_text(lab: Lab, backup_dir: Path) -> str:
+    base = (lab.root / "env" / f"{lab.env.name}.env").read_text()
+    return base + f"\nBACKUP_DIR={backup_dir}\n"
+
+
+@pytest.fixture(scope="module")
+def bk(deployed_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path, Host]]:
+    """An environment (same hosts) whose snapshots go to a fresh directory; the first host."""
+    backups = tmp_path_factory.mktemp("backups")
+    write_env(deployed_lab.root, ENV, env_text(deployed_lab, backups))
+    fleet = Fleet.connect(deployed_lab.env)
+    yield deployed_lab, backups, fleet.hosts[0]
+    fleet.close()
+    (deployed_lab.root / "env" / f"{ENV}.env").unlink(missing_ok=True)
+
+
+def redis(host: Host, *args: str) -> str:
+    return host.run("docker exec demo-redis-1 redis-cli " + " ".join(args)).stdout.strip()
+
+
+def mountpoint(host: Host, volume: str) -> str:
+    return host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' demo_{volume}").stdout.strip()
+
+
+def tree_digest(host: Host, volume: str) -> str:
+    """Every file's path, mode, owner and sha256 under a volume: equal means byte-identical."""
+    path = mountpoint(host, volume)
+    return host.sudo(
+        f"cd {path} && find . -path ./snapshots -prune -o -printf '%p %m %U:%G %y\\n' | sort && "
+        "find . -path ./snapshots -prune -o -type f -print0 | sort -z | xargs -0r sha256sum"
+    ).stdout
+
+
+def healthy(host: Host, timeout: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = project_health(host, "demo", SERVICES)
+        bad = [f"{s.service}={s.state}" for s in report if not s.ok]
+        if not bad or time.monotonic() > deadline:
+            return bad
+        time.sleep(1)
+
+
+def test_backup_destroy_restore_gives_back_identical_data(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, host = bk
+    # Known data: Redis keys (binary-safe values), files with modes in a volume, Prometheus samples.
+    redis(host, "SET", "opskit:greeting", "'hello backup'")
+    redis(host, "RPUSH", "opskit:list", "a", "b", "c")
+    am = mountpoint(host, "alertmanager-data")
+    host.sudo(
+        f"mkdir -p {am}/opskit-test/sub && head -c 300000 /dev/urandom > {am}/opskit-test/blob.bin && "
+        f"printf 'line\\n' > {am}/opskit-test/sub/note.txt && chmod 640 {am}/opskit-test/sub/note.txt && "
+        f"chown 1234:5678 {am}/opskit-test/blob.bin"
+    )
+    before_files = tree_digest(host, "alertmanager-data")
+    sample_time = int(time.time())
+    query = f"promtool query instant --time={sample_time} http://127.0.0.1:9090 'up'"
+    assert "=>" in host.run(f"docker exec demo-prometheus-1 {query}").stdout  # samples exist now
+
+    done = opskit(lab.root, "backup.all", "--env", ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "complete" in done.stdout and "redis BGSAVE" in done.stdout and "prometheus snapshot" in done.stdout
+    (snapshot,) = [s for s in list_snapshots(backups) if s.complete]
+    manifest = json.loads((snapshot.path / "manifest.json").read_text())
+    assert {(a["host"], a["volume"]) for a in manifest["archives"]} == {
+        (h.name, v) for h in lab.env.hosts for v in ("alertmanager-data", "prometheus-data", "redis-data")
+    }
+    assert all(len(a["sha256"]) == 64 and a["archive"].endswith(".tar.zst") for a in manifest["archives"])
+    assert manifest["hosts"][host.name]["release"] and manifest["hosts"][host.name]["docker"]
+    assert "inv backup.restore" in (snapshot.path / "BACKUP_INFO.md").read_text()
+    # No staging copy was left on the host, and the Prometheus snapshot was cleaned up.
+    assert host.sudo(f"ls {mountpoint(host, 'prometheus-data')}/snapshots 2>/dev/null | wc -l").stdout.strip() == "0"
+
+    verified = opskit(lab.root, "backup.verify", "--env", ENV)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "6/6 archives ok" in verified.stdout and verified.stdout.count("test extract") == 6
+
+    # Destroy: the volumes' services and the volumes themselves.
+    store = ReleaseStore(host, "demo")
+    current = store.get(store.current_id() or "")
+    assert current is not None
+    host.run(store.compose_command(current, "rm -s -f redis alertmanager prometheus"), timeout=120)
+    host.run("docker volume rm demo_redis-data demo_alertmanager-data demo_prometheus-data")
+
+    # Bad input changes nothing: no --yes and no terminal.
+    refused = opskit(lab.root, "backup.restore", snapshot.id, "--env", ENV, "--host", host.name)
+    assert refused.returncode == 1 and "without confirmation" in refused.stderr
+    assert host.run("docker volume inspect demo_redis-data", check=False).exit_code != 0
+
+    restored = opskit(lab.root, "backup.restore", snapshot.id, "--env", ENV, "--host", host.name, "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "restore: 3 volumes" in restored.stdout and "health gate" in restored.stdout
+    assert healthy(host) == []
+    assert redis(host, "GET", "opskit:greeting") == "hello backup"
+    assert redis(host, "LRANGE", "opskit:list", "0", "-1").split() == ["a", "b", "c"]
+    assert tree_digest(host, "alertmanager-data") == before_files
+    samples = host.run(f"docker exec demo-prometheus-1 {query}").stdout
+    assert "=>" in samples, "Prometheus lost the samples taken before the backup"
+    # The restored volume is still the stack's: compose owns it.
+    labels = host.run("docker volume inspect -f '{{json .Labels}}' demo_redis-data").stdout
+    assert '"com.docker.compose.project":"demo"' in labels
+    host.sudo(f"rm -rf {am}/opskit-test")
+    redis(host, "DEL", "opskit:greeting", "opskit:list")
+
+
+def test_verify_names_a_corrupted_archive(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, _ = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    if not good:
+        assert opskit(lab.root, "backup.all", "--env", ENV).returncode == 0
+        good = [s for s in list_snapshots(backups) if s.complete]
+    copy = backups / "20990101T000000Z"
+    shutil.copytree(good[-1].path, copy)
+    try:
+        target = next(copy.rglob("redis-data.tar.zst"))
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+        result = opskit(lab.root, "backup.verify", "--snapshot", "20990101T000000Z", "--env", ENV, "--no-extract")
+        assert result.returncode == 1
+        assert f"{target.parent.name}/redis-data.tar.zst: checksum mismatch" in result.stderr
+        assert "5/6 archives" in result.stdout
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_prune_keeps_exactly_what_the_policy_says(bk: tuple[Lab, Path, Host], tmp_path: Path) -> None:
+    lab, backups, _ = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    assert good, "needs the snapshot of the first test"
+    store = tmp_path / "store"
+    # Ten daily snapshots, two on the last day: same archives, other times.
+    days = [f"202611{day:02d}T0{hour}0000Z" for day in range(1, 11) for hour in ((1, 2) if day == 10 else (1,))]
+    for snapshot_id in days:
+        shutil.copytree(good[-1].path, store / snapshot_id)
+        manifest_path = store / snapshot_id / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["created"] = f"2026-11-{snapshot_id[6:8]}T0{snapshot_id[10]}:00:00+00:00"
+        manifest_path.write_text(json.dumps(manifest))
+    write_env(lab.root, "itestbkp", env_text(lab, store))
+    try:
+        result = opskit(lab.root, "backup.prune", "--env", "itestbkp", "--keep-last", "1", "--keep-daily", "3",
+                        "--keep-weekly", "0", "--keep-monthly", "0")  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        left = sorted(path.name for path in store.iterdir())
+        assert left == ["20261108T010000Z", "20261109T010000Z", "20261110T020000Z"]
+        assert "removed 8 snapshots" in result.stdout
+    finally:
+        (lab.root / "env" / "itestbkp.env").unlink(missing_ok=True)
+
+
+def test_interrupted_backup_and_full_disk_leave_no_complete_snapshot(
+    bk: tuple[Lab, Path, Host], tmp_path: Path
+) -> None:
+    lab, _, host = bk
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    am = mountpoint(host, "alertmanager-data")
+    write_env(lab.root, "itestbkd", env_text(lab, disk))
+    try:
+        first = opskit(lab.root, "backup.all", "--env", "itestbkd")
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = sorted(path.name for path in disk.iterdir())
+        # 40 MB of random data does not compress and does not fit.
+        host.sudo(f"head -c 40000000 /dev/urandom > {am}/opskit-big.bin")
+        full = opskit(lab.root, "backup.all", "--env", "itestbkd")
+        assert full.returncode == 1
+        assert "target disk full while writing alertmanager-data.tar.zst" in full.stderr
+        assert "partial archive was removed" in full.stderr and "Traceback" not in full.stderr
+        assert sorted(path.name for path in disk.iterdir()) == before  # nothing partial left
+        intact = opskit(lab.root, "backup.verify", "--env", "itestbkd", "--no-extract")
+        assert intact.returncode == 0, intact.stdout + intact.stderr
+
+        # Killed mid-stream: the snapshot stays .partial and is never listed complete.
+        environ = {**os.environ, "OPS_ROOT": str(lab.root)}
+        write_env(lab.root, "itestbkd", env_text(lab, tmp_path / "kill"))
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from ops.cli import main; main()", "backup.all", "--env", "itestbkd"],
+            cwd=REPO,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        archive = None
+        while time.monotonic() < deadline and archive is None:
+            archive = next((tmp_path / "kill").glob("*.partial/*/alertmanager-data.tar.zst"), None)
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert archive is not None, "the backup never started writing"
+        snapshots = list_snapshots(tmp_path / "kill")
+        assert snapshots and not any(s.complete for s in snapshots)
+        listing = opskit(lab.root, "backup.list", "--env", "itestbkd")
+        assert "incomplete" in listing.stdout and "0 complete, 1 incomplete" in listing.stdout
+        missing = opskit(lab.root, "backup.verify", "--env", "itestbkd")
+        assert missing.returncode == 1 and "no complete snapshot" in missing.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+        host.sudo(f"rm -f {am}/opskit-big.bin")
+        host.sudo(f"rm -rf {mountpoint(host, 'prometheus-data')}/snapshots", check=False)
+        (lab.root / "env" / "itestbkd.env").unlink(missing_ok=True)
+    assert healthy(host) == []
+
+
+def test_encrypted_backup_is_ciphertext_here_and_restores(bk: tuple[Lab, Path, Host], tmp_path: Path) -> None:
+    lab, _, host = bk
+    if shutil.which("age-keygen") is None:
+        pytest.fail("age is not installed: ./scripts/bootstrap installs it")
+    identity = tmp_path / "key.txt"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    public = keygen.stderr.split("Public key:")[1].strip()
+    store = tmp_path / "enc"
+    text = env_text(lab, store) + f"BACKUP_AGE_RECIPIENT={public}\nBACKUP_AGE_IDENTITY={identity}\n"
+    write_env(lab.root, "itestbke", text)
+    am = mountpoint(host, "alertmanager-data")
+    marker = "opskit-plaintext-marker-" + "x" * 40
+    host.sudo(f"printf '%s\\n' {marker} > {am}/opskit-secret.txt")
+    try:
+        done = opskit(lab.root, "backup.all", "--env", "itestbke", "--host", host.name, "--volume", "alertmanager-data")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (archive,) = store.glob("*/*/alertmanager-data.tar.zst.age")
+        data = archive.read_bytes()
+        assert data.startswith(b"age-encryption.org/v1") and marker.encode() not in data
+        verified = opskit(lab.root, "backup.verify", "--env", "itestbke")
+        assert verified.returncode == 0 and "1/1 archives ok" in verified.stdout, verified.stdout + verified.stderr
+        assert "test extract" in verified.stdout
+        host.sudo(f"rm {am}/opskit-secret.txt")
+        restored = opskit(lab.root, "backup.restore", "latest", "--env", "itestbke", "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert host.sudo(f"cat {am}/opskit-secret.txt").stdout.strip() == marker
+    finally:
+        host.sudo(f"rm -f {am}/opskit-secret.txt")
+        (lab.root / "env" / "itestbke.env").unlink(missing_ok=True)
+    assert healthy(host) == []
+
+
+def test_offsite_copy_is_checked_then_final(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, _ = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    assert good, "needs the snapshot of the first test"
+    far = lab.env.hosts[1]
+    base = "/tmp/opskit-offsite"
+    write_env(lab.root, "itestbko", env_text(lab, backups) + f"BACKUP_OFFSITE=deploy@{far.address}:{far.port}:{base}\n")
+    with Fleet.connect(lab.env, only=[far.name]) as fleet:
+        other = fleet.hosts[0]
+        other.run(f"rm -rf {base}")
+        try:
+            copied = opskit(lab.root, "backup.offsite", "--env", "itestbko")
+            assert copied.returncode == 0, copied.stdout + copied.stderr
+            assert f"offsite: snapshot {good[-1].id} copied" in copied.stdout
+            listing = other.run(f"cd {base} && ls && cd {good[-1].id} && sha256sum */*.tar.zst").stdout
+            assert good[-1].id in listing.split() and ".partial" not in listing
+            for record in good[-1].archives:
+                assert f"{record.sha256}  {record.archive}" in listing
+            again = opskit(lab.root, "backup.offsite", "--env", "itestbko")
+            assert again.returncode == 0 and "already there" in again.stdout
+        finally:
+            other.run(f"rm -rf {base}")
+            (lab.root / "env" / "itestbko.env").unlink(missing_ok=True)

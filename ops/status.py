@@ -6,7 +6,10 @@ changes anything on a host.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 from ops.config import Environment
 from ops.errors import AuthenticationError, OpsError
@@ -37,6 +40,37 @@ echo "docker_free=$(df -P -B1 "$root" 2>/dev/null | awk 'NR==2{print $4}')"
 """
 
 
+STACK_SCRIPT = r"""
+P=%(project)s
+echo "release=$(readlink /opt/$P/current 2>/dev/null | sed 's#.*/##')"
+echo "lock=$(cat /opt/$P/lock/info.json 2>/dev/null | tr -d '\n')"
+ids=$(docker ps -aq --filter label=com.docker.compose.project=$P 2>/dev/null)
+if [ -n "$ids" ]; then
+  docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{index .Config.Labels "org.opencontainers.image.version"}}' $ids
+  running=$(docker ps -q --filter label=com.docker.compose.project=$P)
+  [ -z "$running" ] || docker stats --no-stream --format 'stats={{.ID}}|{{.CPUPerc}}|{{.MemUsage}}|{{.MemPerc}}' $running
+fi
+"""
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """One container of the stack on a host, as `inv ops.status` shows it."""
+
+    service: str
+    name: str
+    image: str
+    state: str  # running | exited | restarting ...
+    health: str  # healthy | unhealthy | starting | "" (no healthcheck)
+    restarts: int
+    started: str  # ISO time the container last started
+    uptime_seconds: int
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    memory_percent: float
+
+
 @dataclass(frozen=True)
 class HostStatus:
     """What `inv ops.status` shows for one host."""
@@ -54,6 +88,9 @@ class HostStatus:
     root_size_bytes: int = 0
     docker_free_bytes: int = 0
     error: str = ""
+    release: str = ""
+    lock: str = ""
+    containers: tuple[ContainerStatus, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -72,15 +109,97 @@ def _number(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def host_status(host: Host) -> HostStatus:
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Docker's human sizes ("12.5MiB", "1.2GB", "0B") in bytes."""
+    text = text.strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :] or "b"
+    try:
+        return int(float(number) * _UNITS.get(unit, 1))
+    except ValueError:
+        return 0
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.strip().rstrip("%"))
+    except ValueError:
+        return 0.0
+
+
+def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple[ContainerStatus, ...]]:
+    """(release, lock description, containers) from STACK_SCRIPT's output."""
+    now = now or datetime.now(UTC)
+    release = lock = ""
+    rows: list[list[str]] = []
+    stats: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "release":
+            release = value.strip()
+        elif key == "lock" and value.strip():
+            try:
+                data = json.loads(value)
+                lock = f"held by {data.get('holder', '?')} since {data.get('since', '?')}: {data.get('reason', '')}"
+            except ValueError:
+                lock = "held (no info)"
+        elif key == "container":
+            rows.append(value.split("|"))
+        elif key == "stats":
+            fields = value.split("|")
+            stats[fields[0]] = fields[1:]
+    containers = []
+    for fields in rows:
+        if len(fields) < 10:
+            continue
+        cid, name, service, image, state, health, restarts, started, limit, _ = fields[:10]
+        stat = next((v for k, v in stats.items() if cid.startswith(k)), ["0%", "0B / 0B", "0%"])
+        used, _, total = stat[1].partition("/") if len(stat) > 1 else ("0B", "", "0B")
+        limit_bytes = int(limit) if limit.isdigit() and int(limit) > 0 else parse_size(total)
+        uptime = 0
+        if state == "running":
+            try:
+                # Docker gives nanoseconds ("...T10:50:01.123456789Z"): seconds are enough.
+                began = datetime.fromisoformat(started[:19] + "+00:00")
+                uptime = max(0, int((now - began).total_seconds()))
+            except ValueError:
+                uptime = 0
+        containers.append(
+            ContainerStatus(
+                service=service,
+                name=name.lstrip("/"),
+                image=image,
+                state=state,
+                health=health,
+                restarts=int(restarts) if restarts.isdigit() else 0,
+                started=started,
+                uptime_seconds=uptime,
+                cpu_percent=_float(stat[0]),
+                memory_bytes=parse_size(used),
+                memory_limit_bytes=limit_bytes,
+                memory_percent=_float(stat[2]) if len(stat) > 2 else 0.0,
+            )
+        )
+    return release, lock, tuple(sorted(containers, key=lambda c: (c.service, c.name)))
+
+
+def host_status(host: Host, project: str = "") -> HostStatus:
     """One host's status; raises HostError when the host cannot be reached."""
     facts = parse_facts(host.run(FACTS_SCRIPT).stdout)
     running = unhealthy = 0
     docker_version = facts.get("docker", "")
+    release = lock = ""
+    containers: tuple[ContainerStatus, ...] = ()
     if docker_version and docker_version[0].isdigit():
         client = host.docker()
         running = len(client.containers.list(filters={"status": "running"}))
         unhealthy = len(client.containers.list(filters={"health": "unhealthy"}))
+        if project:
+            stack = host.run(STACK_SCRIPT % {"project": shlex.quote(project)}, check=False, timeout=60)
+            release, lock, containers = parse_stack(stack.stdout)
     return HostStatus(
         host=host.name,
         reachable=True,
@@ -94,6 +213,9 @@ def host_status(host: Host) -> HostStatus:
         root_free_bytes=_number(facts.get("root_free", "")),
         root_size_bytes=_number(facts.get("root_size", "")),
         docker_free_bytes=_number(facts.get("docker_free", "")),
+        release=release,
+        lock=lock,
+        containers=containers,
     )
 
 
@@ -102,7 +224,7 @@ def environment_status(env: Environment, only: list[str] | None = None) -> list[
 
     def one(host: Host) -> HostStatus:
         try:
-            return host_status(host)
+            return host_status(host, env.project)
         except AuthenticationError:
             if env.bootstrap_user == host.spec.user:
                 raise
@@ -117,7 +239,7 @@ def environment_status(env: Environment, only: list[str] | None = None) -> list[
         )
         fallback = Host(spec, runner)
         try:
-            return host_status(fallback)
+            return host_status(fallback, env.project)
         finally:
             fallback.close()
 

@@ -10,10 +10,10 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import deploy, hosts, lab, ops, provision
+    from ops.tasks import deploy, hosts, lab, ops, provision, runbook
 
     root = Collection()
-    for module in (lab, hosts, ops):
+    for module in (lab, hosts, ops, runbook):
         root.add_collection(module.collection())
     for collection in [*provision.collections(), *deploy.collections()]:
         root.add_collection(collection)

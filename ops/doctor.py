@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from ops.config import Environment
-from ops.lock import DEFAULT_TTL, read_lock
+from ops.lock import DEFAULT_TTL, LockInfo, read_lock
 from ops.remote import Fleet, Host
 from ops.runbook import shell_preamble
+from ops.status import STACK_SCRIPT, ContainerStatus, parse_stack
 
 DISK_WARN, DISK_FAIL = 85, 95
 MEMORY_WARN, MEMORY_FAIL = 90, 97
@@ -64,10 +66,11 @@ def facts_script(project: str) -> str:
     return (
         shell_preamble(project)
         + r"""
-if docker info >/dev/null 2>&1; then
-  echo "engine=running $(docker version -f '{{.Server.Version}}' 2>/dev/null)"
-  root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null)
-  echo "logdriver=$(docker info -f '{{.LoggingDriver}}' 2>/dev/null)"
+if info=$(docker info -f '{{.ServerVersion}}|{{.DockerRootDir}}|{{.LoggingDriver}}' 2>/dev/null) && [ "${info%%|*}" ]; then
+  docker_up=1
+  echo "engine=running ${info%%|*}"
+  root=$(echo "$info" | cut -d'|' -f2)
+  echo "logdriver=$(echo "$info" | cut -d'|' -f3)"
 else
   if command -v docker >/dev/null 2>&1; then echo "engine=down"; else echo "engine=missing"; fi
   root=/
@@ -77,19 +80,18 @@ df -P / "$root" 2>/dev/null | awk 'NR>1{print "disk=" $5+0 " " $6}'
 df -Pi / "$root" 2>/dev/null | awk 'NR>1{print "inodes=" $5+0 " " $6}'
 awk '/^MemTotal/{t=$2} /^MemAvailable/{a=$2} END{if (t) printf "memory=%d\n", 100-a*100/t}' /proc/meminfo
 echo "daemonjson=$(cat /etc/docker/daemon.json 2>/dev/null | tr -d ' \n\t')"
-if docker info >/dev/null 2>&1; then
-  for v in $(volumes); do
-    p=$(docker volume inspect -f '{{.Mountpoint}}' "$v")
-    sudo -n df -P "$p" 2>/dev/null | awk -v v="$v" 'NR==2{print "volume=" $5+0 " " v " " $6}'
-  done
-  ids=$(docker ps -aq --filter label=com.docker.compose.project=$PROJECT)
-  if [ -n "$ids" ]; then
-    docker inspect -f 'container={{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.OOMKilled}}' $ids
-    running=$(docker ps -q --filter label=com.docker.compose.project=$PROJECT)
-    [ -z "$running" ] || docker stats --no-stream --format 'stats=/{{.Name}}|{{.MemPerc}}|{{.MemUsage}}' $running
+if [ "$docker_up" ]; then
+  vols=$(volumes)
+  if [ -n "$vols" ]; then
+    docker volume inspect -f '{{.Name}} {{.Mountpoint}}' $vols | while read -r v p; do
+      sudo -n df -P "$p" 2>/dev/null | awk -v v="$v" 'NR==2{print "volume=" $5+0 " " v " " $6}'
+    done
   fi
 fi
+[ -z "$docker_up" ] || {
 """
+        + STACK_SCRIPT % {"project": shlex.quote(project)}
+        + "\n}\n"
     )
 
 
@@ -119,7 +121,9 @@ def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.t
     before = clock()
     remote = host.run("date +%s.%N", check=False).stdout.strip()
     after = clock()
-    facts = parse_lines(host.run(facts_script(project), check=False, timeout=60).stdout)
+    output = host.run(facts_script(project), check=False, timeout=60).stdout
+    facts = parse_lines(output)
+    _, _, containers = parse_stack(output)
     checks = [Check("ssh", name, "pass", f"logged in as {host.spec.user}")]
 
     try:
@@ -138,6 +142,7 @@ def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.t
         checks.append(Check("clock", name, "warn", f"cannot read the clock ({remote[:60]!r})"))
 
     engine = (facts.get("engine") or ["missing"])[0]
+    docker_up = engine.startswith("running")
     if engine.startswith("running"):
         checks.append(Check("engine", name, "pass", f"Docker {engine.split(' ', 1)[-1]} running"))
     else:
@@ -190,73 +195,7 @@ def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.t
             )
         )
 
-    containers = [value.split("|") for value in facts.get("container", [])]
-    bad = []
-    for fields in containers:
-        if len(fields) < 5:
-            continue
-        cname, status, health, restarts, oom = fields[0].lstrip("/"), fields[1], fields[2], fields[3], fields[4]
-        if status != "running" or health == "unhealthy":
-            bad.append(
-                Check(
-                    "containers",
-                    name,
-                    "fail",
-                    f"{cname} is {health if status == 'running' else status}",
-                    "inv runbook.run service-unhealthy --fix",
-                )
-            )
-        elif restarts.isdigit() and int(restarts) >= RESTARTS_WARN:
-            bad.append(
-                Check(
-                    "containers",
-                    name,
-                    "warn",
-                    f"{cname} restarted {restarts} times (restart loop?)",
-                    "inv ops.logs SERVICE; inv runbook.run service-unhealthy",
-                )
-            )
-        if oom == "true":
-            bad.append(Check("containers", name, "warn", f"{cname} was OOM-killed", "inv runbook.run memory-pressure"))
-    if bad:
-        checks.extend(bad)
-    elif engine.startswith("running"):
-        checks.append(
-            Check(
-                "containers",
-                name,
-                "pass",
-                f"{len(containers)} containers of {project} running and healthy"
-                if containers
-                else f"no containers of {project}",
-            )
-        )
-
-    near = []
-    for value in facts.get("stats", []):
-        fields = value.split("|")
-        if len(fields) < 3:
-            continue
-        used = _percent(fields[1])
-        level = _level(used, CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL)
-        if level != "pass":
-            near.append(
-                Check(
-                    "container-memory",
-                    name,
-                    level,
-                    f"{fields[0].lstrip('/')} uses {fields[1]} of its memory limit ({fields[2]})",
-                    "inv runbook.run memory-pressure --fix (restarts it); raise the limit if it recurs",
-                )
-            )
-    if near:
-        checks.extend(near)
-    elif facts.get("stats"):
-        checks.append(
-            Check(
-                "container-memory", name, "pass", f"every container under {CONTAINER_MEMORY_WARN}% of its memory limit"
-            )
-        )
+    checks.extend(container_checks(name, project, containers, engine.startswith("running")))
 
     daemon = (facts.get("daemonjson") or [""])[0]
     driver = (facts.get("logdriver") or [""])[0]
@@ -277,7 +216,7 @@ def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.t
             Check("logs", name, "pass", f"log driver {driver}" + (" with rotation" if "max-size" in daemon else ""))
         )
 
-    lock = read_lock(host, project)
+    lock = _lock_info(facts.get("lock", [""])[0]) if docker_up else read_lock(host, project)
     if lock is None:
         checks.append(Check("lock", name, "pass", "no deploy lock held"))
     else:
@@ -294,6 +233,78 @@ def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.t
             )
         else:
             checks.append(Check("lock", name, "pass", f"deploy lock held ({age:.0f} s): {lock.describe()}"))
+    return checks
+
+
+def _lock_info(text: str) -> LockInfo | None:
+    """The lock from the facts' lock= line (the holder's info.json), None when not held."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = {}
+    return LockInfo(
+        **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
+        pid=int(data.get("pid") or 0),
+    )
+
+
+def container_checks(name: str, project: str, containers: tuple[ContainerStatus, ...], engine: bool) -> list[Check]:
+    """Unhealthy, exited, restart-looping, OOM-killed and near-the-limit containers of the stack."""
+    bad = []
+    for item in containers:
+        if item.state != "running" or item.health == "unhealthy":
+            what = item.health if item.state == "running" else item.state
+            bad.append(
+                Check("containers", name, "fail", f"{item.name} is {what}", "inv runbook.run service-unhealthy --fix")
+            )
+        elif item.restarts >= RESTARTS_WARN:
+            bad.append(
+                Check(
+                    "containers",
+                    name,
+                    "warn",
+                    f"{item.name} restarted {item.restarts} times (restart loop?)",
+                    f"inv ops.logs {item.service}; inv runbook.run service-unhealthy",
+                )
+            )
+        if item.oom_killed:
+            bad.append(
+                Check("containers", name, "warn", f"{item.name} was OOM-killed", "inv runbook.run memory-pressure")
+            )
+    checks = bad
+    if not bad and engine:
+        detail = (
+            f"{len(containers)} containers of {project} running and healthy"
+            if containers
+            else f"no containers of {project}"
+        )
+        checks = [Check("containers", name, "pass", detail)]
+    near = []
+    for item in containers:
+        if item.state != "running" or not item.memory_limit_bytes:
+            continue
+        level = _level(item.memory_percent, CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL)
+        if level != "pass":
+            used, limit = item.memory_bytes / 2**20, item.memory_limit_bytes / 2**20
+            near.append(
+                Check(
+                    "container-memory",
+                    name,
+                    level,
+                    f"{item.name} uses {item.memory_percent:.0f}% of its memory limit ({used:.0f} / {limit:.0f} MiB)",
+                    "inv runbook.run memory-pressure --fix (restarts it); raise the limit if it recurs",
+                )
+            )
+    if near:
+        checks.extend(near)
+    elif any(item.state == "running" for item in containers):
+        checks.append(
+            Check(
+                "container-memory", name, "pass", f"every container under {CONTAINER_MEMORY_WARN}% of its memory limit"
+            )
+        )
     return checks
 
 

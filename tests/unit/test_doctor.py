@@ -24,11 +24,14 @@ memory=40
 daemonjson={"log-driver":"json-file","log-opts":{"max-size":"10m","max-file":"3"}}
 volume=100 demo_redis-data /var/lib/docker/volumes/demo_redis-data/_data
 volume=20 demo_prometheus-data /var/lib/docker
-container=/demo-redis-1|exited||0|false
-container=/demo-web-1|running|unhealthy|0|false
-container=/demo-proxy-1|running|healthy|7|false
-stats=/demo-web-1|93.50%|119.7MiB / 128MiB
-stats=/demo-proxy-1|3.0%|2MiB / 64MiB
+lock=
+container=a1|/demo-redis-1|redis|redis:1|exited||0|2026-11-23T10:00:00Z|134217728|0|false
+container=b2|/demo-web-1|web|web:v1|running|unhealthy|0|2026-11-23T10:00:00Z|134217728|101|false
+container=c3|/demo-proxy-1|proxy|proxy:1|running|healthy|7|2026-11-23T10:00:00Z|67108864|102|true
+cgroup=1|101|125000000|0|1000000000|1000000000
+cgroup=2|101|125829120|0|1100000000|1300000000
+cgroup=1|102|2000000|0|0|1000000000
+cgroup=2|102|2000000|0|0|1300000000
 """
 
 
@@ -42,14 +45,15 @@ def checks_for(answers: dict[str, tuple[int, str]]) -> dict[str, list[tuple[str,
 
 def test_doctor_levels_from_a_sick_host() -> None:
     now = f"{time.time():.3f}"
-    checks = checks_for({"date +%s": (0, now), "docker info": (0, FACTS), "lock/info.json": (1, "")})
+    checks = checks_for({"date +%s.%N": (0, now), "docker info": (0, FACTS)})
     assert ("fail", "space on /var/lib/docker: 96% used") in checks["disk"]
     assert ("pass", "space on /: 31% used") in checks["disk"]
     assert ("fail", "volume demo_redis-data: its filesystem is 100% used") in checks["disk"]
     assert ("fail", "demo-redis-1 is exited") in checks["containers"]
     assert ("fail", "demo-web-1 is unhealthy") in checks["containers"]
     assert ("warn", "demo-proxy-1 restarted 7 times (restart loop?)") in checks["containers"]
-    assert checks["container-memory"] == [("warn", "demo-web-1 uses 93.50% of its memory limit (119.7MiB / 128MiB)")]
+    assert ("warn", "demo-proxy-1 was OOM-killed") in checks["containers"]
+    assert checks["container-memory"] == [("warn", "demo-web-1 uses 94% of its memory limit (120 / 128 MiB)")]
     assert checks["logs"][0][0] == "pass"
     assert checks["lock"] == [("pass", "no deploy lock held")]
     assert checks["clock"][0][0] == "pass"
@@ -58,15 +62,15 @@ def test_doctor_levels_from_a_sick_host() -> None:
 def test_doctor_flags_a_stale_lock_missing_rotation_and_clock_drift() -> None:
     since = (datetime.now(UTC) - timedelta(hours=3)).isoformat(timespec="seconds")
     lock = json.dumps({"holder": "ci@runner", "since": since, "reason": "deploy v9", "token": "t"})
-    facts = FACTS.replace('"max-size":"10m",', "").replace("disk=96", "disk=50")
-    checks = checks_for({"date +%s": (0, f"{time.time() + 120:.3f}"), "docker info": (0, facts), "lock/": (0, lock)})
+    facts = FACTS.replace('"max-size":"10m",', "").replace("disk=96", "disk=50").replace("lock=", f"lock={lock}")
+    checks = checks_for({"date +%s.%N": (0, f"{time.time() + 120:.3f}"), "docker info": (0, facts)})
     assert checks["lock"][0][0] == "fail" and "stale deploy lock (3.0 h old)" in checks["lock"][0][1]
     assert checks["logs"][0][0] == "warn"
     assert checks["clock"][0][0] == "fail" and "+120" in checks["clock"][0][1]
 
 
 def test_doctor_fails_a_stopped_engine() -> None:
-    checks = checks_for({"date +%s": (0, f"{time.time():.3f}"), "docker info": (0, "engine=down\nmemory=10\n")})
+    checks = checks_for({"date +%s.%N": (0, f"{time.time():.3f}"), "docker info": (0, "engine=down\nmemory=10\n")})
     assert checks["engine"] == [("fail", "Docker engine down")]
 
 
@@ -101,15 +105,17 @@ def test_status_parses_the_stack_per_container() -> None:
     text = (
         "release=20261123-105128-v1\n"
         'lock={"holder": "ann@laptop", "since": "2026-11-23T10:00:00+00:00", "reason": "deploy"}\n'
-        "container=abc123def|/demo-web-1|web|opskit-demo/web:v1|running|healthy|2|2026-11-23T10:00:00.123456789Z|134217728|\n"
-        "container=fff000|/demo-redis-1|redis|opskit-demo/redis:1|exited||0|2026-11-23T09:00:00Z|0|\n"
-        "stats=abc123def|1.50%|12.5MiB / 128MiB|9.77%\n"
+        "container=abc123def|/demo-web-1|web|opskit-demo/web:v1|running|healthy|2|2026-11-23T10:00:00.123456789Z|134217728|55|false\n"
+        "container=fff000|/demo-redis-1|redis|opskit-demo/redis:1|exited||0|2026-11-23T09:00:00Z|0|0|false\n"
+        "cgroup=1|55|13000000|0|5000000000|1000000000\n"
+        "cgroup=2|55|13107200|0|5004500000|1300000000\n"
     )
     release, lock, containers = parse_stack(text, now=datetime(2026, 11, 23, 10, 5, tzinfo=UTC))
     assert release == "20261123-105128-v1"
     assert lock.startswith("held by ann@laptop")
     redis, web = containers
     assert (web.service, web.health, web.restarts, web.uptime_seconds) == ("web", "healthy", 2, 300)
-    assert (web.cpu_percent, web.memory_bytes, web.memory_limit_bytes) == (1.5, parse_size("12.5MiB"), 134217728)
+    assert (web.cpu_percent, web.memory_bytes, web.memory_limit_bytes) == (1.5, 13107200, 134217728)
+    assert web.memory_percent == 9.8
     assert (redis.state, redis.uptime_seconds, redis.memory_bytes) == ("exited", 0, 0)
     assert parse_size("1.5GiB") == int(1.5 * 1024**3) and parse_size("0B") == 0

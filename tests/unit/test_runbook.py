@@ -3,6 +3,10 @@ every alert of the demo stack names a runbook that exists, and a step judges ans
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +187,50 @@ def test_a_step_names_the_cause_and_a_missing_container(tmp_path: Path) -> None:
     fine = Host(HostSpec("10.0.0.1"), FakeRunner({"redis-cli ping": (0, "PONG")}))
     [step] = _diagnose_host(fine, "demo", runbook.steps)
     assert step.ok and step.cause == ""
+
+
+def opskit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "OPS_ROOT": str(root), "COLUMNS": "200"}
+    environ.pop("OPS_ENV", None)
+    return subprocess.run(
+        [sys.executable, "-c", "from ops.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_unknown_runbook_is_one_red_line_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    for args in (("runbook.show", "nope"), ("runbook.run", "nope")):
+        done = opskit(tmp_path, *args)
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines() == [
+            "error: unknown runbook 'nope' (runbooks: backup-stale, deploy-failed, disk-full, memory-pressure, "
+            "postgres-connection-pool, prometheus-storage, redis-down, service-unhealthy (inv runbook.list))"
+        ]
+
+
+def test_cli_names_file_and_line_of_a_broken_repository_runbook(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    write(tmp_path, "cache-down", GOOD.replace("[[diagnosis]]", "[[diagnosis]"))
+    line = GOOD.splitlines().index("[[diagnosis]]") + 1
+    for args in (("runbook.list",), ("runbook.run", "cache-down")):
+        done = opskit(tmp_path, *args)
+        assert done.returncode == 1
+        [message] = done.stderr.strip().splitlines()
+        assert message.startswith(f"error: runbooks/cache-down.toml:{line}: TOML syntax error:"), message
+
+
+def test_cli_lists_and_shows_runbooks_with_the_repository_override(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    write(tmp_path, "cache-down", GOOD)
+    done = opskit(tmp_path, "runbook.list")
+    assert done.returncode == 0
+    assert re.search(r"cache-down\s+│ The cache is down\s+│ CacheDown\s+│ runbooks/cache-down.toml", done.stdout)
+    assert "9 runbooks" in done.stdout
+    done = opskit(tmp_path, "runbook.show", "redis-down")
+    assert done.returncode == 0
+    assert "healthy: exit 0, output matches /^PONG$/; otherwise: Redis does not answer PING ({value})" in done.stdout

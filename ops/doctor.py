@@ -312,7 +312,10 @@ def container_checks(name: str, project: str, containers: tuple[ContainerStatus,
 
 
 def backup_location(env: Environment) -> Path:
-    """Where this machine keeps the environment's snapshots: BACKUP_DIR, else backups/<env>."""
+    """Where this machine keeps the environment's snapshots: BACKUP_DIR, else backups/<env>.
+
+    The same rule as ops.backup.target_dir; kept here so that doctor works with or without it.
+    """
     configured = str(env.settings.get("BACKUP_DIR", "") or "")
     if configured:
         path = Path(configured).expanduser()
@@ -331,26 +334,25 @@ def backup_max_age_hours(env: Environment) -> float:
 def newest_complete_backup(location: Path) -> tuple[str, float] | None:
     """(snapshot, its time as epoch seconds) of the newest complete snapshot, or None.
 
-    A snapshot is a directory with manifest.json; one marked incomplete ("complete": false) or
-    still carrying a .partial marker is not counted.
+    Reads the snapshot store of ops/backup.py: a directory per snapshot with manifest.json that
+    says "complete": true, renamed from <id>.partial only at the end; "created" is its time.
     """
     if not location.is_dir():
         return None
     newest: tuple[str, float] | None = None
     for manifest in location.glob("*/manifest.json"):
         snapshot = manifest.parent
-        if (snapshot / ".partial").exists():
+        if snapshot.name.endswith(".partial") or snapshot.name.startswith("."):
             continue
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and data.get("complete") is False:
+        if not isinstance(data, dict) or data.get("complete") is not True:
             continue
         stamp = manifest.stat().st_mtime
-        if isinstance(data, dict) and isinstance(data.get("time"), str):
-            with contextlib.suppress(ValueError):
-                stamp = datetime.fromisoformat(data["time"]).timestamp()
+        with contextlib.suppress(TypeError, ValueError):
+            stamp = datetime.fromisoformat(str(data.get("created"))).timestamp()
         if newest is None or stamp > newest[1]:
             newest = (snapshot.name, stamp)
     return newest

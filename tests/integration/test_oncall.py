@@ -178,7 +178,8 @@ def test_a_stale_lock_and_an_old_backup_are_named(sick_lab: Lab) -> None:
     on_first_host(sick_lab, f"mkdir -p /opt/demo/lock && printf '%s' {shlex.quote(info)} > /opt/demo/lock/info.json")
     snapshot = sick_lab.root / "backups" / sick_lab.env.name / "20261120-0300"
     snapshot.mkdir(parents=True)
-    (snapshot / "manifest.json").write_text(json.dumps({"time": (datetime.now(UTC) - timedelta(days=3)).isoformat()}))
+    created = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    (snapshot / "manifest.json").write_text(json.dumps({"created": created, "complete": True}))
 
     code, doctor = run_json(sick_lab, "ops.doctor")
     assert code == 1

@@ -78,13 +78,14 @@ def snapshot(root: Path, name: str, hours_old: float, complete: bool = True) -> 
     directory = root / name
     directory.mkdir(parents=True)
     stamp = (datetime.now(UTC) - timedelta(hours=hours_old)).isoformat()
-    (directory / "manifest.json").write_text(json.dumps({"time": stamp, "complete": complete}))
+    (directory / "manifest.json").write_text(json.dumps({"created": stamp, "complete": complete}))
 
 
 def test_newest_complete_backup_skips_incomplete_snapshots(tmp_path: Path) -> None:
     assert newest_complete_backup(tmp_path / "none") is None
     snapshot(tmp_path, "old", 50)
-    snapshot(tmp_path, "new-but-partial", 1, complete=False)
+    snapshot(tmp_path, "new-but-incomplete", 1, complete=False)
+    snapshot(tmp_path, "newer.partial", 0.5)
     found = newest_complete_backup(tmp_path)
     assert found is not None and found[0] == "old"
 

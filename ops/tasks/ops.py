@@ -165,7 +165,12 @@ def logs(
     def line(host: str, container: str, text: str) -> None:
         out.print(f"[cyan]{escape(host)}[/] [magenta]{escape(container)}[/] | {escape(redact(text))}", highlight=False)
 
-    count = service_logs(environment, service, line, since=since, tail=tail, follow=follow, grep=grep)
+    try:
+        count = service_logs(environment, service, line, since=since, tail=tail, follow=follow, grep=grep)
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        return  # Ctrl-C is how a --follow ends
     if not follow:
         out.print(f"[dim]{count} lines of {service}[/]")
 

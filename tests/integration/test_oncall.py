@@ -7,8 +7,12 @@ The lab is shared with the deploy and swap tests: every test puts the stack back
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +22,7 @@ import pytest
 
 from ops.health import wait_healthy
 from ops.remote import Fleet, Host
-from tests.integration.conftest import Lab, opskit
+from tests.integration.conftest import Lab, http_get, opskit
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +219,28 @@ def test_status_logs_exec_and_restart_across_hosts(sick_lab: Lab) -> None:
     assert code == 0, output
     lines = [line for line in output.splitlines() if "|" in line]
     assert lines and all(re.match(r"^127\.0\.0\.1:\d+ demo-redis-\d+ \| .*Ready to accept", line) for line in lines)
+
+    # --follow streams from every host as lines arrive, until interrupted.
+    environ = {**os.environ, "OPS_ROOT": str(sick_lab.root), "COLUMNS": "200"}
+    command = [sys.executable, "-c", "from ops.cli import main; main()", "ops.logs", "web", "--env", sick_lab.env.name]
+    follow = subprocess.Popen(
+        [*command, "--follow", "--tail", "0", "--grep", "GET /version"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+    )
+    try:
+        time.sleep(4)
+        for port in (sick_lab.spec.http_port(1), sick_lab.spec.http_port(2)):
+            assert http_get(port, "/version")[0] == 200
+        time.sleep(2)
+    finally:
+        follow.send_signal(signal.SIGINT)
+        streamed, errors = follow.communicate(timeout=30)
+    assert follow.returncode == 0 and not errors.strip(), errors
+    lines = [line for line in streamed.splitlines() if "GET /version" in line]
+    assert sorted(line.split()[0] for line in lines) == sorted(hosts), streamed
 
     code, output = run(sick_lab, "ops.restart", "proxy")
     assert code == 0, output

@@ -125,24 +125,6 @@ def test_web_unhealthy_is_named_and_fixed_by_a_restart(sick_lab: Lab) -> None:
     assert "fixed: every check answers healthy again" in output
 
 
-def test_a_full_volume_disk_is_named_by_disk_full_and_doctor(sick_lab: Lab) -> None:
-    path = f"/var/lib/docker/volumes/{FILLED_VOLUME}/_data"
-    on_first_host(
-        sick_lab,
-        f"sudo -n sh -c 'mount -t tmpfs -o size=8m tmpfs {path} && dd if=/dev/zero of={path}/big bs=1M count=16 2>/dev/null; true'",
-    )
-    code, report = run_json(sick_lab, "runbook.run", "disk-full")
-    assert code == 1
-    assert report["conclusion"] == f"a volume's filesystem is full: 100% volume {FILLED_VOLUME} used"
-    code, doctor = run_json(sick_lab, "ops.doctor")
-    assert code == 1
-    assert {
-        "name": "disk",
-        "status": "fail",
-        "detail": f"volume {FILLED_VOLUME}: its filesystem is 100% used",
-    }.items() <= next(c for c in doctor["checks"] if FILLED_VOLUME in c["detail"]).items()
-
-
 def test_a_container_near_its_memory_limit_is_named_and_fixed(sick_lab: Lab) -> None:
     web = container(sick_lab, "web")
     # Fill the container close to its limit, whatever web itself uses (cgroup v2, then v1): the
@@ -176,7 +158,12 @@ def test_a_container_near_its_memory_limit_is_named_and_fixed(sick_lab: Lab) -> 
     assert "fixed: every check answers healthy again" in output
 
 
-def test_a_stale_lock_and_an_old_backup_are_named(sick_lab: Lab) -> None:
+def test_a_full_volume_disk_a_stale_lock_and_an_old_backup_are_named(sick_lab: Lab) -> None:
+    path = f"/var/lib/docker/volumes/{FILLED_VOLUME}/_data"
+    on_first_host(
+        sick_lab,
+        f"sudo -n sh -c 'mount -t tmpfs -o size=8m tmpfs {path} && dd if=/dev/zero of={path}/big bs=1M count=16 2>/dev/null; true'",
+    )
     since = (datetime.now(UTC) - timedelta(hours=5)).isoformat(timespec="seconds")
     info = json.dumps({"holder": "ci@gone", "since": since, "reason": "deploy v7", "token": "x"})
     on_first_host(sick_lab, f"mkdir -p /opt/demo/lock && printf '%s' {shlex.quote(info)} > /opt/demo/lock/info.json")
@@ -188,12 +175,16 @@ def test_a_stale_lock_and_an_old_backup_are_named(sick_lab: Lab) -> None:
     code, doctor = run_json(sick_lab, "ops.doctor")
     assert code == 1
     failed = {c["name"]: c for c in doctor["checks"] if c["status"] == "fail"}
+    assert failed["disk"]["detail"] == f"volume {FILLED_VOLUME}: its filesystem is 100% used"
     assert failed["lock"]["detail"].startswith("stale deploy lock (5.0 h old): locked by ci@gone")
     assert failed["lock"]["fix"] == "if no deploy runs: inv lock.release --force"
     assert re.match(
         r"newest complete backup 20261120-0300 is 72\.\d h old \(policy: 26 h\)", failed["backup"]["detail"]
     )
 
+    code, report = run_json(sick_lab, "runbook.run", "disk-full")
+    assert code == 1
+    assert report["conclusion"] == f"a volume's filesystem is full: 100% volume {FILLED_VOLUME} used"
     code, report = run_json(sick_lab, "runbook.run", "deploy-failed")
     assert code == 1 and "stale deploy lock (5.0 h old)" in report["conclusion"]
     code, report = run_json(sick_lab, "runbook.run", "backup-stale")

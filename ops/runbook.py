@@ -506,7 +506,10 @@ def run_runbook(
     if confirm is not None and not confirm(f"run the recovery of {runbook.name} on {env.name}: {plan}?"):
         reporter.info("recovery not run (not confirmed)")
         return result
-    with Fleet.connect(env) as fleet:
+    # Act only where the diagnosis found something wrong (all hosts when only a local check failed).
+    names = {spec.name for spec in env.hosts}
+    failing = sorted({r.host for r in result.steps if not r.ok} & names) or None
+    with Fleet.connect(env, only=failing) as fleet:
 
         def act(host: Host) -> list[ActionResult]:
             done = []

@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ops.config import Environment
+from ops.config import Environment, HostSpec
 from ops.console import RecordingReporter, Reporter
 from ops.errors import OpsError
-from ops.remote import CommandResult, Fleet, Host
+from ops.remote import CommandResult, Fleet, Host, Runner
 
 RUNBOOK_DIR = "runbooks"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -441,13 +441,18 @@ def _cause(template: str, value: str, result: CommandResult, host: str) -> str:
 
 
 def diagnose(
-    env: Environment, runbook: Runbook, reporter: Reporter, *, doctor_probe: DoctorProbe | None = None
+    env: Environment,
+    runbook: Runbook,
+    reporter: Reporter,
+    *,
+    doctor_probe: DoctorProbe | None = None,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
 ) -> list[StepResult]:
     """Run the diagnosis steps on every host (in parallel), doctor steps once; nothing changes."""
     host_steps = [step for step in runbook.steps if step.kind != "doctor"]
     by_host: dict[str, list[StepResult]] = {}
     if host_steps:
-        with Fleet.connect(env) as fleet:
+        with Fleet.connect(env, runner_factory=runner_factory) as fleet:
             outcome = fleet.map(lambda host: _diagnose_host(host, env.project, host_steps))
         for item in outcome.outcomes:
             if item.value is not None:
@@ -490,9 +495,12 @@ def run_runbook(
     confirm: Callable[[str], bool] | None = None,
     doctor_probe: DoctorProbe | None = None,
     settle_seconds: float = 60,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
 ) -> RunbookResult:
     """Diagnose; with fix, run the recovery actions that apply (after confirm) and diagnose again."""
-    result = RunbookResult(runbook.name, diagnose(env, runbook, reporter, doctor_probe=doctor_probe))
+    result = RunbookResult(
+        runbook.name, diagnose(env, runbook, reporter, doctor_probe=doctor_probe, runner_factory=runner_factory)
+    )
     if not fix or result.healthy:
         return result
     failed_ids = {
@@ -509,7 +517,7 @@ def run_runbook(
     # Act only where the diagnosis found something wrong (all hosts when only a local check failed).
     names = {spec.name for spec in env.hosts}
     failing = sorted({r.host for r in result.steps if not r.ok} & names) or None
-    with Fleet.connect(env, only=failing) as fleet:
+    with Fleet.connect(env, only=failing, runner_factory=runner_factory) as fleet:
 
         def act(host: Host) -> list[ActionResult]:
             done = []
@@ -534,7 +542,7 @@ def run_runbook(
     # until healthy or settle_seconds passed, and report only the last round.
     deadline = time.monotonic() + settle_seconds
     while True:
-        after = diagnose(env, runbook, RecordingReporter(), doctor_probe=doctor_probe)
+        after = diagnose(env, runbook, RecordingReporter(), doctor_probe=doctor_probe, runner_factory=runner_factory)
         if all(step.ok for step in after) or time.monotonic() >= deadline:
             break
         time.sleep(2)

@@ -234,3 +234,64 @@ def test_cli_lists_and_shows_runbooks_with_the_repository_override(tmp_path: Pat
     done = opskit(tmp_path, "runbook.show", "redis-down")
     assert done.returncode == 0
     assert "healthy: exit 0, output matches /^PONG$/; otherwise: Redis does not answer PING ({value})" in done.stdout
+
+
+class StatefulRunner(FakeRunner):
+    """A host whose cache is down until the recovery's `docker start` ran."""
+
+    def __init__(self, down: bool):
+        super().__init__()
+        self.down = down
+
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+        self.commands.append(command)
+        if "docker start" in command:
+            self.down = False
+        if "redis-cli ping" in command:
+            return CommandResult(command, 1 if self.down else 0, "" if self.down else "PONG\n", "refused")
+        return CommandResult(command, 0, "", "")
+
+
+def fix_env(tmp_path: Path) -> Any:
+    from ops.config import load_environment
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "lab.env").write_text("HOSTS=10.0.0.1,10.0.0.2\nPROJECT=demo\n")
+    return load_environment("lab", tmp_path, os.environ)
+
+
+def test_fix_runs_only_after_confirmation_only_where_it_failed_and_verifies(tmp_path: Path) -> None:
+    from ops.console import RecordingReporter
+    from ops.runbook import run_runbook
+
+    env = fix_env(tmp_path)
+    runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
+    runners = {"10.0.0.1": StatefulRunner(down=True), "10.0.0.2": StatefulRunner(down=False)}
+    factory = lambda spec: runners[spec.address]  # noqa: E731
+
+    asked: list[str] = []
+    refused = run_runbook(
+        env, runbook, RecordingReporter(), fix=True, confirm=lambda q: asked.append(q) or False, runner_factory=factory
+    )
+    assert asked == ["run the recovery of cache-down on lab: start it?"]
+    assert refused.fixed is None and refused.causes == ["the cache does not answer (exit 1)"]
+    assert not any("docker start" in c for r in runners.values() for c in r.commands)
+
+    fixed = run_runbook(env, runbook, RecordingReporter(), fix=True, confirm=lambda q: True, runner_factory=factory)
+    assert fixed.fixed is True and [a.host for a in fixed.actions] == ["10.0.0.1"]
+    assert not any("docker start" in c for c in runners["10.0.0.2"].commands)
+    assert all(step.ok for step in fixed.after_fix)
+
+
+def test_without_fix_nothing_changes_and_the_conclusion_names_the_cause(tmp_path: Path) -> None:
+    from ops.console import RecordingReporter
+    from ops.runbook import run_runbook
+
+    env = fix_env(tmp_path)
+    runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
+    runners = {"10.0.0.1": StatefulRunner(down=True), "10.0.0.2": StatefulRunner(down=True)}
+    reporter = RecordingReporter()
+    result = run_runbook(env, runbook, reporter, runner_factory=lambda spec: runners[spec.address])
+    assert not result.healthy and result.conclusion == "the cache does not answer (exit 1)"
+    assert [(e.host, e.status) for e in reporter.events] == [("10.0.0.1", "failed"), ("10.0.0.2", "failed")]
+    assert not any("docker start" in c for r in runners.values() for c in r.commands)

@@ -10,10 +10,10 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import backup, deploy, hosts, lab, ops, provision
+    from ops.tasks import backup, deploy, hosts, lab, ops, provision, runbook
 
     root = Collection()
-    for module in (lab, hosts, ops, backup):
+    for module in (lab, hosts, ops, runbook, backup):
         root.add_collection(module.collection())
     for collection in [*provision.collections(), *deploy.collections()]:
         root.add_collection(collection)

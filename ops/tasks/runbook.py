@@ -1,0 +1,155 @@
+"""`inv runbook.*`: list, show and run the runbooks (ops/runbooks/ and the repository's runbooks/)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+
+from ops.tasks.base import command, load_env, project_root
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+
+def list_(c: Context, json: bool = False) -> None:
+    """The runbooks: name, the alerts they answer, where they come from."""
+    from rich.table import Table
+
+    from ops.console import console, print_json
+    from ops.runbook import load_all
+
+    runbooks = load_all(project_root())
+    if json:
+        print_json(
+            [
+                {"name": r.name, "title": r.title, "alerts": list(r.alerts), "source": r.source}
+                for r in runbooks.values()
+            ]
+        )
+        return
+    table = Table(title="runbooks")
+    for column in ("name", "title", "alerts", "source"):
+        table.add_column(column)
+    for runbook in runbooks.values():
+        table.add_row(runbook.name, runbook.title, ", ".join(runbook.alerts) or "-", runbook.source)
+    console().print(table)
+    console().print(f"{len(runbooks)} runbooks; run one with: inv runbook.run NAME [--fix]")
+
+
+def show(c: Context, name: str, json: bool = False) -> None:
+    """One runbook: symptoms, diagnosis steps with their healthy answer, recovery, RTO/RPO."""
+    from rich.markup import escape
+
+    from ops.console import console, print_json
+    from ops.runbook import find
+
+    runbook = find(project_root(), name)
+    if json:
+        print_json(runbook.as_dict())
+        return
+    out = console()
+    out.print(f"[bold]{runbook.name}[/]: {escape(runbook.title)}  ({runbook.source})")
+    out.print(
+        f"alerts: {', '.join(runbook.alerts) or '-'}   RTO: {runbook.rto or '-'}   RPO: {escape(runbook.rpo or '-')}"
+    )
+    out.print("[bold]symptoms[/]")
+    for symptom in runbook.symptoms:
+        out.print(f"  - {escape(symptom)}")
+    out.print("[bold]diagnosis[/]")
+    for index, step in enumerate(runbook.steps, 1):
+        where = {"host": "on each host", "exec": f"in each {step.service} container", "doctor": "doctor check"}
+        out.print(f"  {index}. {escape(step.title)} ({where[step.kind]})")
+        out.print(f"     $ {escape(' '.join(step.command.split()))}", highlight=False)
+        healthy = _describe_expect(step.expect)
+        out.print(f"     healthy: {escape(healthy)}; otherwise: {escape(step.cause)}")
+    out.print("[bold]recovery[/] (inv runbook.run NAME --fix)")
+    if not runbook.actions:
+        out.print("  none automatic: follow the causes the diagnosis names")
+    for index, action in enumerate(runbook.actions, 1):
+        place = "on each host" if action.kind == "host" else f"in each {action.service} container"
+        when = f" when {', '.join(action.when)} failed" if action.when else ""
+        out.print(f"  {index}. {escape(action.title)} ({place}{when})")
+        out.print(f"     $ {escape(' '.join(action.command.split()))}", highlight=False)
+
+
+def _describe_expect(expect: object) -> str:
+    from ops.runbook import Expect
+
+    assert isinstance(expect, Expect)
+    parts = []
+    if expect.exit_code is not None:
+        parts.append(f"exit {expect.exit_code}")
+    if expect.match:
+        parts.append(f"output matches /{expect.match}/")
+    if expect.no_match:
+        parts.append(f"output never matches /{expect.no_match}/")
+    if expect.max is not None:
+        parts.append(f"value <= {expect.max:g}")
+    if expect.min is not None:
+        parts.append(f"value >= {expect.min:g}")
+    return ", ".join(parts) or "anything"
+
+
+def run(
+    c: Context, name: str, env: str | None = None, fix: bool = False, yes: bool = False, json: bool = False
+) -> None:
+    """Run a runbook's diagnosis and name the cause; --fix runs its recovery after you confirm."""
+    from ops.console import ConsoleReporter, RecordingReporter, console, print_json
+    from ops.errors import OpsError
+    from ops.runbook import find, run_runbook
+
+    runbook = find(project_root(), name)
+    environment = load_env(c, env)
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise OpsError("refusing to run a recovery without confirmation", hint="no terminal to ask: pass --yes")
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    reporter = RecordingReporter() if json else ConsoleReporter()
+    if not json:
+        console().print(f"runbook [bold]{runbook.name}[/] on {environment.name}: {runbook.title}")
+    try:
+        result = run_runbook(environment, runbook, reporter, fix=fix, confirm=confirm)
+    finally:
+        if isinstance(reporter, ConsoleReporter):
+            reporter.close()
+    if json:
+        print_json(result.as_dict())
+    else:
+        out = console()
+        if result.healthy:
+            out.print(f"[green]conclusion:[/] {result.conclusion}")
+        else:
+            out.print("[red]conclusion:[/] " + "; ".join(result.causes))
+        if result.fixed is True:
+            out.print("[green]fixed:[/] every check answers healthy again")
+        elif result.fixed is False:
+            out.print("[red]not fixed:[/] " + "; ".join(s.cause for s in result.after_fix if not s.ok))
+        elif fix and not result.healthy and not result.actions:
+            out.print("no recovery was run")
+        elif not result.healthy and runbook.actions:
+            out.print(f"to fix: inv runbook.run {runbook.name} --env {environment.name} --fix")
+    if result.fixed is False or (result.fixed is None and not result.healthy):
+        raise Exit(code=1)
+
+
+def collection() -> Collection:
+    return Collection(
+        "runbook",
+        command(list_, name="list"),
+        command(show, help={"name": "the runbook (inv runbook.list)"}),
+        command(
+            run,
+            help={
+                "name": "the runbook (inv runbook.list)",
+                "fix": "run the recovery actions after the diagnosis (asks first)",
+                "yes": "do not ask before the recovery",
+            },
+        ),
+    )

@@ -322,7 +322,8 @@ def pip_audit(
             else:
                 unaudited[f"{name}=={version}"] = (
                     f"PyPI serves no vulnerability data for {version} here (its release JSON answered 404; "
-                    f"the project's covers only the latest release, {latest or 'unknown'})"
+                    f"the project's covers only the latest release, {latest or 'unknown'}): upgrade it, "
+                    "or review it into [tool.opskit.scan.unaudited] in pyproject.toml"
                 )
         notes.append(f"{len(fallback)} packages checked against PyPI's project data (release JSON not served)")
     for dependency_name, why in sorted(unaudited.items()):

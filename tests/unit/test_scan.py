@@ -156,6 +156,7 @@ def test_pip_audit_fails_on_a_package_it_could_not_audit_unless_reviewed() -> No
     [finding] = result.findings
     assert (finding.file, finding.rule) == ("invoke==2.2.1", "not-audited")
     assert "no vulnerability data for 2.2.1" in finding.message
+    assert "upgrade it, or review it into [tool.opskit.scan.unaudited]" in finding.message
     waived = pip_audit(
         REPO, run=_pip_audit_runs(report), fetch=_pypi(projects), waivers={"invoke==2.2.1": "held by fabric"}
     )

@@ -6,16 +6,24 @@ virtualenv each: the tools are pinned by pyproject.toml's dev extra, and a stage
 
 from __future__ import annotations
 
+import logging
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
-CI_STAGES = ["lint", "typecheck", "tests", "integration"]
+# nox logs at debug level; the Docker SDK's HTTP requests would drown the sessions' output.
+for _noisy in ("urllib3", "docker"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+CI_STAGES = ["lint", "typecheck", "tests", "scan", "build", "integration"]
+ROOT = Path(__file__).resolve().parent
 
 
 @nox.session
@@ -35,6 +43,60 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests: no SSH, no Docker (fake runners)."""
     session.run("pytest", "tests/unit", "-q", *session.posargs)
+
+
+@nox.session
+def scan(session: nox.Session) -> None:
+    """Security and config scans: bandit, pip-audit, shellcheck, detect-secrets, compose, promtool/amtool."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ops.console import ConsoleReporter
+    from ops.scan import scan_repository
+
+    reporter = ConsoleReporter()
+    result = scan_repository(ROOT, reporter, python=sys.executable)
+    reporter.close()
+    console = Console()
+    table = Table(title="nox -s scan")
+    for column in ("scanner", "checked", "result", "seconds"):
+        table.add_column(column)
+    for item in result.results:
+        verdict = "[green]passed[/]" if item.ok else f"[bold red]{'ERROR' if item.error else 'FAILED'}[/]"
+        table.add_row(item.scanner, str(item.checked), verdict, f"{item.seconds:.1f}")
+    console.print(table)
+    for item in result.results:
+        for note in item.notes:
+            console.print(f"[dim]{item.scanner}: {note}[/]", highlight=False)
+        if item.error:
+            console.print(f"[bold red]{item.scanner}: could not scan: {item.error}[/]", highlight=False)
+        for finding in item.findings:
+            console.print(f"[red]{item.scanner}: {finding}[/]", highlight=False)
+    failed = [item.scanner for item in result.results if not item.ok]
+    if failed:
+        session.error(f"scan failed: {', '.join(failed)}")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheel and sdist into dist/ (python -m build, twine check), and the demo stack's images."""
+    from ops.console import ConsoleReporter
+    from ops.errors import OpsError
+    from ops.images import build_stack_images
+
+    shutil.rmtree(ROOT / "dist", ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", "dist", silent=True)
+    artifacts = sorted(str(path) for path in (ROOT / "dist").iterdir())
+    session.log(f"built {', '.join(Path(name).name for name in artifacts)}")
+    session.run("twine", "check", "--strict", *artifacts)
+    reporter = ConsoleReporter()
+    try:
+        refs = build_stack_images(ROOT, ROOT / "stacks" / "demo", reporter)
+    except OpsError as error:
+        session.error(error.one_line())
+    finally:
+        reporter.close()
+    session.log(f"demo images: {', '.join(sorted(refs.values()))}")
 
 
 @nox.session

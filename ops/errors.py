@@ -88,3 +88,7 @@ class LabError(OpsError):
 
 class FleetError(OpsError):
     """One or more hosts of a fleet operation failed; the others finished."""
+
+
+class ScanError(OpsError):
+    """A scanner could not run, found nothing to scan, or could not reach its data (never a pass)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ops.console import OK, Reporter
 from ops.errors import HostError, StackError
 from ops.remote import Host
 
@@ -103,3 +104,35 @@ def send_images(
 
 def tag(host: Host, source: str, target: str) -> None:
     host.run(f"docker tag {shlex.quote(source)} {shlex.quote(target)}")
+
+
+def build_stack_images(
+    checkout: Path, directory: Path, reporter: Reporter, environment: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Build a stack's images on this machine's engine, as a deploy with the send source does
+    (the toolbox's Compose, base image made locally); returns service -> image reference.
+    environment feeds the compose file's variables (the stack's defaults otherwise)."""
+    import docker as sdk
+
+    from ops.lab import ensure_base_image
+    from ops.stack import compose_files, env_file, load_stack
+    from ops.toolbox import ensure_compose
+
+    try:
+        client = sdk.from_env(version="auto", timeout=600)
+    except sdk.errors.DockerException as error:
+        raise StackError(f"the local Docker engine does not answer: {error}", hint="`inv lab.up` starts it") from None
+    try:
+        ensure_base_image(client, reporter)
+        compose_bin = ensure_compose(checkout, reporter)
+        text = "".join(f"{key}={value}\n" for key, value in sorted((environment or {}).items()))
+        with env_file(text) as rendered:
+            stack = load_stack(directory, compose_bin, rendered)
+            files = compose_files(directory)
+            build_locally(compose_bin, directory, files, rendered)
+            refs = {name: service.image for name, service in stack.services.items() if service.builds}
+            local_image_ids(client, refs)  # every image is really there
+    finally:
+        client.close()
+    reporter.step("local", "build images", OK, f"{len(refs)} images of {directory.name}")
+    return refs

@@ -207,7 +207,8 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
             _apt_install(["debootstrap"])
         mirror = _debian_mirror()
         reporter.step("local", "base image", CHANGED, f"debootstrap {SUITE} from {mirror} (about a minute)")
-        with tempfile.TemporaryDirectory(prefix="opskit-rootfs-", dir="/var/tmp") as rootfs:
+        # A fresh 0700 directory made by mkdtemp; /var/tmp because the rootfs is too big for a tmpfs.
+        with tempfile.TemporaryDirectory(prefix="opskit-rootfs-", dir="/var/tmp") as rootfs:  # nosec B108
             done = subprocess.run(
                 ["debootstrap", "--variant=minbase", SUITE, rootfs, mirror], capture_output=True, text=True
             )
@@ -326,7 +327,8 @@ def _run_host(client: docker.DockerClient, spec: LabSpec, index: int) -> Any:
         security_opt=["seccomp=unconfined", "apparmor=unconfined"],
         device_cgroup_rules=["a *:* rwm"],
         cgroupns="host",
-        tmpfs={"/run": "", "/tmp": ""},  # noqa: S108 (the lab host's own /tmp)
+        # The lab host's own /tmp (a tmpfs inside its container), not a temp file of this machine.
+        tmpfs={"/run": "", "/tmp": ""},  # noqa: S108  # nosec B108
         volumes={
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             spec.volume(index): {"bind": "/var/lib/docker", "mode": "rw"},

@@ -49,6 +49,7 @@ def tests(session: nox.Session) -> None:
 def scan(session: nox.Session) -> None:
     """Security and config scans: bandit, pip-audit, shellcheck, detect-secrets, compose, promtool/amtool."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ops.console import ConsoleReporter
@@ -67,11 +68,11 @@ def scan(session: nox.Session) -> None:
     console.print(table)
     for item in result.results:
         for note in item.notes:
-            console.print(f"[dim]{item.scanner}: {note}[/]", highlight=False)
+            console.print(f"[dim]{item.scanner}: {escape(note)}[/]", highlight=False)
         if item.error:
-            console.print(f"[bold red]{item.scanner}: could not scan: {item.error}[/]", highlight=False)
+            console.print(f"[bold red]{item.scanner}: could not scan: {escape(item.error)}[/]", highlight=False)
         for finding in item.findings:
-            console.print(f"[red]{item.scanner}: {finding}[/]", highlight=False)
+            console.print(f"[red]{item.scanner}: {escape(str(finding))}[/]", highlight=False)
     failed = [item.scanner for item in result.results if not item.ok]
     if failed:
         session.error(f"scan failed: {', '.join(failed)}")

@@ -7,8 +7,6 @@ checkouts. It is purged at the end of the session unless OPS_KEEP_LAB=1.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,9 @@ import pytest
 from ops.config import Environment, load_environment
 from ops.console import RecordingReporter
 from ops.lab import LabSpec, lab_down, lab_up
+from tests.cli import opskit
+
+__all__ = ["Lab", "opskit"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,21 +48,6 @@ def write_env(root: Path, name: str, text: str) -> Path:
     path = root / "env" / f"{name}.env"
     path.write_text(text)
     return path
-
-
-def opskit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the opskit CLI as a user would, from the repository root `root`."""
-    environ = {**os.environ, "OPS_ROOT": str(root), "COLUMNS": "200"}
-    environ.pop("OPS_ENV", None)
-    return subprocess.run(
-        [sys.executable, "-c", "from ops.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-    )
 
 
 ProvisionedLab = Lab

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ops.backup import (
     tar_command,
 )
 from ops.errors import BackupError
+from tests.cli import opskit as run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_VOLUME = VolumeFact("demo_redis-data", "redis-data", "/var/lib/docker/volumes/demo_redis-data/_data")
@@ -340,20 +340,6 @@ def test_prune_removes_what_the_policy_drops_and_stale_partials(tmp_path: Path) 
 
 
 # --- the tasks: bad input is one red line, exit 1 ---
-
-
-def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "OPS_ROOT": str(root), "COLUMNS": "200"}
-    environ.pop("OPS_ENV", None)
-    return subprocess.run(
-        [sys.executable, "-c", "from ops.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
 
 
 def test_restore_input_is_checked_before_anything(tmp_path: Path) -> None:

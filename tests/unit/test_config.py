@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ops.config import KEYS, HostSpec, load_environment, parse_host, resolve_env_name
 from ops.errors import ConfigError
+from tests.cli import opskit as run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,18 +120,6 @@ def test_the_examples_are_valid_environments(tmp_path: Path) -> None:
         write_env(tmp_path, name, (REPO / "env" / example).read_text())
         env = load_environment(name, tmp_path, {"REDIS_PASSWORD": "x" * 12})
         assert env.hosts
-
-
-def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "OPS_ROOT": str(root)}
-    environ.pop("OPS_ENV", None)
-    return subprocess.run(
-        [sys.executable, "-c", "from ops.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=root,
-    )
 
 
 def test_cli_prints_one_red_line_and_exits_1(tmp_path: Path) -> None:

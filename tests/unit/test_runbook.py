@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from ops.runbook import (
     parse_runbook,
     runbook_files,
 )
+from tests.cli import opskit
 from tests.fakes import FakeRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,19 +186,6 @@ def test_a_step_names_the_cause_and_a_missing_container(tmp_path: Path) -> None:
     fine = Host(HostSpec("10.0.0.1"), FakeRunner({"redis-cli ping": (0, "PONG")}))
     [step] = _diagnose_host(fine, "demo", runbook.steps)
     assert step.ok and step.cause == ""
-
-
-def opskit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "OPS_ROOT": str(root), "COLUMNS": "200"}
-    environ.pop("OPS_ENV", None)
-    return subprocess.run(
-        [sys.executable, "-c", "from ops.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_cli_unknown_runbook_is_one_red_line_and_exit_1(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,7 +73,11 @@ def test_detect_secrets_fails_on_a_planted_password_and_never_prints_it() -> Non
 
 def _baseline(tmp_path: Path, is_secret: bool) -> Path:
     scanned = subprocess.run(
-        ["detect-secrets", "scan", "secrets/settings.py"], cwd=FIXTURES, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "detect_secrets", "scan", "secrets/settings.py"],
+        cwd=FIXTURES,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     baseline = json.loads(scanned.stdout)
     for items in baseline["results"].values():

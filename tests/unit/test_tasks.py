@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ops.tasks.base import env_collection
+from tests.cli import opskit as run_inv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,18 +28,6 @@ def test_env_collection_has_a_default_task_and_one_per_environment() -> None:
     collection["deploy"](Context(), env="staging")
     assert calls == [("prod", True), ("staging", False)]
     assert "env" not in [arg.name for arg in collection["prod"].get_arguments()]
-
-
-def run_inv(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "OPS_ROOT": str(root)}
-    environ.pop("OPS_ENV", None)
-    return subprocess.run(
-        [sys.executable, "-c", "from ops.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-    )
 
 
 def test_list_shows_the_collections(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The integration tests' own lab ("itest", named after this checkout): real sshd, real Docker.
+"""The integration tests' own labs, named after this checkout: real sshd, real Docker.
 
-It never shares containers or ports with the demo lab of the same checkout or with other
-checkouts. It is purged at the end of the session unless OPS_KEEP_LAB=1.
+"itest" (bare hosts: hosts and provisioning tests) and "itestp" (provisioned, the demo stack
+deployed: deploy, swap, backup and on-call tests). They never share containers or ports with the
+demo lab of the same checkout or with other checkouts. They are purged at the end of the session
+unless OPS_KEEP_LAB=1, which also makes the next session reuse them.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def provisioned_lab() -> Iterator[Lab]:
     from ops.provision import provision
 
     spec = LabSpec("itestp", checkout=REPO, hosts=2, env_root=REPO / ".lab" / "itestp")
-    lab_down(spec, RecordingReporter(), purge=True)  # fresh servers, whatever an earlier run left
+    if os.environ.get("OPS_KEEP_LAB") != "1":
+        # Fresh servers, whatever an earlier run left; OPS_KEEP_LAB=1 reuses the kept lab (a
+        # faster loop while developing: provisioning is then a no-op).
+        lab_down(spec, RecordingReporter(), purge=True)
     lab_up(spec, RecordingReporter())
     env = load_environment("itestp", spec.env_root or REPO, os.environ)
     result = provision(env, RecordingReporter())

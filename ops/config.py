@@ -203,7 +203,10 @@ KEYS: dict[str, Key] = {
     "BACKUP_KEEP_DAILY": Key(_int(0, 10000), "7", "prune keeps the newest snapshot of each of the last N days"),
     "BACKUP_KEEP_WEEKLY": Key(_int(0, 10000), "4", "prune keeps the newest snapshot of each of the last N weeks"),
     "BACKUP_KEEP_MONTHLY": Key(_int(0, 10000), "6", "prune keeps the newest snapshot of each of the last N months"),
-    # Provisioning (ops/provision.py; documented in env/provision-keys.md).
+    "BACKUP_MAX_AGE_HOURS": Key(
+        _int(1, 8760), "26", "ops.doctor fails when the newest complete snapshot is older than this"
+    ),
+    # Provisioning (ops/provision.py; documented in env/*.env.example).
     "PROVISION_SKIP": Key(
         _words,
         "",

@@ -36,7 +36,7 @@ cgroup=2|102|2000000|0|0|1300000000
 
 
 def checks_for(answers: dict[str, tuple[int, str]]) -> dict[str, list[tuple[str, str]]]:
-    host = Host(HostSpec("10.0.0.1"), FakeRunner(answers))
+    host = Host(HostSpec("127.0.0.21"), FakeRunner(answers))
     found: dict[str, list[tuple[str, str]]] = {}
     for check in host_checks(host, "demo", clock=time.time):
         found.setdefault(check.name, []).append((check.status, check.detail))
@@ -120,3 +120,12 @@ def test_status_parses_the_stack_per_container() -> None:
     assert web.memory_percent == 9.8
     assert (redis.state, redis.uptime_seconds, redis.memory_bytes) == ("exited", 0, 0)
     assert parse_size("1.5GiB") == int(1.5 * 1024**3) and parse_size("0B") == 0
+
+
+def test_the_backup_age_policy_comes_from_the_env_file(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "lab.env").write_text("HOSTS=127.0.0.1\nBACKUP_MAX_AGE_HOURS=48\n")
+    env = load_environment("lab", tmp_path, os.environ)
+    snapshot(tmp_path / "backups" / "lab", "s1", 30)
+    check = backup_check(env)
+    assert check.status == "pass", check.detail

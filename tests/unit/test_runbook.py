@@ -177,13 +177,13 @@ def test_expect_judges_exit_code_regex_and_thresholds() -> None:
 
 def test_a_step_names_the_cause_and_a_missing_container(tmp_path: Path) -> None:
     runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
-    down = Host(HostSpec("10.0.0.1"), FakeRunner({"redis-cli ping": (1, "Could not connect to Redis")}))
+    down = Host(HostSpec("127.0.0.21"), FakeRunner({"redis-cli ping": (1, "Could not connect to Redis")}))
     [step] = _diagnose_host(down, "demo", runbook.steps)
     assert not step.ok and step.cause == "the cache does not answer (exit 1)"
-    gone = Host(HostSpec("10.0.0.1"), FakeRunner({"redis-cli ping": (97, "no running container of service cache")}))
+    gone = Host(HostSpec("127.0.0.21"), FakeRunner({"redis-cli ping": (97, "no running container of service cache")}))
     [step] = _diagnose_host(gone, "demo", runbook.steps)
     assert step.cause == "service cache has no running container"
-    fine = Host(HostSpec("10.0.0.1"), FakeRunner({"redis-cli ping": (0, "PONG")}))
+    fine = Host(HostSpec("127.0.0.21"), FakeRunner({"redis-cli ping": (0, "PONG")}))
     [step] = _diagnose_host(fine, "demo", runbook.steps)
     assert step.ok and step.cause == ""
 
@@ -242,7 +242,7 @@ def fix_env(tmp_path: Path) -> Any:
     from ops.config import load_environment
 
     (tmp_path / "env").mkdir()
-    (tmp_path / "env" / "lab.env").write_text("HOSTS=10.0.0.1,10.0.0.2\nPROJECT=demo\n")
+    (tmp_path / "env" / "lab.env").write_text("HOSTS=127.0.0.21,127.0.0.22\nPROJECT=demo\n")
     return load_environment("lab", tmp_path, os.environ)
 
 
@@ -252,7 +252,7 @@ def test_fix_runs_only_after_confirmation_only_where_it_failed_and_verifies(tmp_
 
     env = fix_env(tmp_path)
     runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
-    runners = {"10.0.0.1": StatefulRunner(down=True), "10.0.0.2": StatefulRunner(down=False)}
+    runners = {"127.0.0.21": StatefulRunner(down=True), "127.0.0.22": StatefulRunner(down=False)}
     factory = lambda spec: runners[spec.address]  # noqa: E731
 
     asked: list[str] = []
@@ -264,8 +264,8 @@ def test_fix_runs_only_after_confirmation_only_where_it_failed_and_verifies(tmp_
     assert not any("docker start" in c for r in runners.values() for c in r.commands)
 
     fixed = run_runbook(env, runbook, RecordingReporter(), fix=True, confirm=lambda q: True, runner_factory=factory)
-    assert fixed.fixed is True and [a.host for a in fixed.actions] == ["10.0.0.1"]
-    assert not any("docker start" in c for c in runners["10.0.0.2"].commands)
+    assert fixed.fixed is True and [a.host for a in fixed.actions] == ["127.0.0.21"]
+    assert not any("docker start" in c for c in runners["127.0.0.22"].commands)
     assert all(step.ok for step in fixed.after_fix)
 
 
@@ -275,9 +275,9 @@ def test_without_fix_nothing_changes_and_the_conclusion_names_the_cause(tmp_path
 
     env = fix_env(tmp_path)
     runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
-    runners = {"10.0.0.1": StatefulRunner(down=True), "10.0.0.2": StatefulRunner(down=True)}
+    runners = {"127.0.0.21": StatefulRunner(down=True), "127.0.0.22": StatefulRunner(down=True)}
     reporter = RecordingReporter()
     result = run_runbook(env, runbook, reporter, runner_factory=lambda spec: runners[spec.address])
     assert not result.healthy and result.conclusion == "the cache does not answer (exit 1)"
-    assert [(e.host, e.status) for e in reporter.events] == [("10.0.0.1", "failed"), ("10.0.0.2", "failed")]
+    assert [(e.host, e.status) for e in reporter.events] == [("127.0.0.21", "failed"), ("127.0.0.22", "failed")]
     assert not any("docker start" in c for r in runners.values() for c in r.commands)

@@ -1475,14 +1475,7 @@ def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None =
         raise BackupError("BACKUP_OFFSITE is not set", where=str(env.file.name), hint="[user@]host[:port]:/path")
     spec, base = target
     snapshot = find_snapshot(target_dir(env), snapshot_id)
-    runner = SSHRunner(
-        spec,
-        known_hosts=env.known_hosts,
-        identity_file=env.identity_file,
-        connect_timeout=env.connect_timeout,
-        env_name=env.name,
-    )
-    host = Host(spec, runner)
+    host = Host(spec, SSHRunner.for_environment(spec, env))
     where = f"{spec.target}:{base}"
     final = f"{base}/{snapshot.id}"
     partial = f"{final}{PARTIAL}"

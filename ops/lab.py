@@ -189,7 +189,8 @@ def _debian_mirror() -> str:
     raise LabError("no Debian mirror found in apt's sources", hint="configure apt (/etc/apt/sources.list.d)")
 
 
-def _has_image(client: docker.DockerClient, name: str) -> Any:
+def find_image(client: docker.DockerClient, name: str) -> Any:
+    """The local image called name, or None when the engine has none."""
     import docker
 
     try:
@@ -200,7 +201,7 @@ def _has_image(client: docker.DockerClient, name: str) -> Any:
 
 def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
     """debian:trixie-slim made locally with debootstrap (no registry), imported once."""
-    image = _has_image(client, BASE_IMAGE)
+    image = find_image(client, BASE_IMAGE)
     if image is None:
         if not shutil.which("debootstrap"):
             reporter.step("local", "base image", CHANGED, "installing debootstrap")
@@ -224,13 +225,13 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
     else:
         reporter.step("local", "base image", OK, BASE_IMAGE)
     for alias in BASE_ALIASES:
-        current = _has_image(client, alias)
+        current = find_image(client, alias)
         if current is None or current.id != image.id:
             image.tag(*alias.split(":"))
 
 
 def ensure_host_image(client: docker.DockerClient, reporter: Reporter) -> None:
-    image = _has_image(client, HOST_IMAGE)
+    image = find_image(client, HOST_IMAGE)
     if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
         reporter.step("local", "host image", OK, HOST_IMAGE)
         return

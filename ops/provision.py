@@ -1366,16 +1366,7 @@ class ProvisionResult:
 
 
 def ssh_runner_factory(env: Environment) -> Callable[[HostSpec], Runner]:
-    def make(spec: HostSpec) -> Runner:
-        return SSHRunner(
-            spec,
-            known_hosts=env.known_hosts,
-            identity_file=env.identity_file,
-            connect_timeout=env.connect_timeout,
-            env_name=env.name,
-        )
-
-    return make
+    return lambda spec: SSHRunner.for_environment(spec, env)
 
 
 def _last_line(output: str) -> str:

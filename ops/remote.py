@@ -77,6 +77,17 @@ class SSHRunner:
         self.env_name = env_name
         self._connection: Any = None
 
+    @classmethod
+    def for_environment(cls, spec: HostSpec, env: Environment) -> SSHRunner:
+        """A runner to spec with the environment's pinned host keys, identity and timeout."""
+        return cls(
+            spec,
+            known_hosts=env.known_hosts,
+            identity_file=env.identity_file,
+            connect_timeout=env.connect_timeout,
+            env_name=env.name,
+        )
+
     def _open(self) -> Any:
         if self._connection is not None and self._connection.is_connected:
             return self._connection
@@ -353,16 +364,7 @@ class Fleet:
         if user:
             specs = [s.as_user(user) for s in specs]
 
-        def ssh(spec: HostSpec) -> Runner:
-            return SSHRunner(
-                spec,
-                known_hosts=env.known_hosts,
-                identity_file=env.identity_file,
-                connect_timeout=env.connect_timeout,
-                env_name=env.name,
-            )
-
-        make = runner_factory or ssh
+        make = runner_factory or (lambda spec: SSHRunner.for_environment(spec, env))
         return cls([Host(spec, make(spec)) for spec in specs], env.parallel)
 
     def map(self, work: Callable[[Host], T]) -> FleetResult[T]:

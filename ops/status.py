@@ -262,14 +262,7 @@ def environment_status(env: Environment, only: list[str] | None = None) -> list[
                 raise
         # Not provisioned yet: the deploy user does not exist, so look as the bootstrap user.
         spec = host.spec.as_user(env.bootstrap_user)
-        runner = SSHRunner(
-            spec,
-            known_hosts=env.known_hosts,
-            identity_file=env.identity_file,
-            connect_timeout=env.connect_timeout,
-            env_name=env.name,
-        )
-        fallback = Host(spec, runner)
+        fallback = Host(spec, SSHRunner.for_environment(spec, env))
         try:
             return host_status(fallback, env.project)
         finally:

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker  # type: ignore[import-untyped]  # the SDK ships no type hints
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import StackError
+from ops.lab import find_image
 
 TOOLBOX_IMAGE = "opskit/toolbox:trixie"
 BASE_IMAGE = "debian:trixie-slim"
@@ -57,20 +57,13 @@ def _local_client() -> docker.DockerClient:
     return docker.from_env(version="auto", timeout=300)
 
 
-def _image(client: docker.DockerClient, name: str) -> Any:
-    try:
-        return client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return None
-
-
 def ensure_toolbox_image(client: docker.DockerClient, reporter: Reporter) -> str:
     """Build the toolbox image once (rebuilt only when its recipe changes); returns its name."""
-    image = _image(client, TOOLBOX_IMAGE)
+    image = find_image(client, TOOLBOX_IMAGE)
     if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
         reporter.step("local", "toolbox image", OK, TOOLBOX_IMAGE)
         return TOOLBOX_IMAGE
-    if _image(client, BASE_IMAGE) is None:
+    if find_image(client, BASE_IMAGE) is None:
         raise StackError(
             f"the base image {BASE_IMAGE} is missing from the local engine",
             hint="`inv lab.up` (ops.lab.ensure_base_image) builds it with debootstrap",
@@ -198,7 +191,7 @@ def check_stack_configs(stack_dir: Path, client: docker.DockerClient) -> list[Co
             f"no config files to check in {stack_dir}",
             hint="expected prometheus.yml, rules/*.yml, *.test.yml, alertmanager.yml or nginx.conf",
         )
-    if _image(client, TOOLBOX_IMAGE) is None:
+    if find_image(client, TOOLBOX_IMAGE) is None:
         raise StackError(f"the toolbox image {TOOLBOX_IMAGE} is missing", hint="call ensure_toolbox_image first")
     try:
         # One container for all checks; no network, so no check depends on names resolving.

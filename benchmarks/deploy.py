@@ -2,7 +2,9 @@
 
 - rollback, command start to health gate passed: target under 10 s;
 - `inv deploy` of an unchanged release against a bare `docker compose up -d` over SSH on the
-  same host: target at most 1.5x;
+  same host: target at most 1.5x. The bare command is timed as a person runs it, a whole
+  `ssh host 'cd /opt/demo/current && docker compose ... up -d'` (connection included, as `inv`
+  includes its own), and also over an already open connection, for reference;
 - deploy to 3 hosts against 1 host: target at most 1.3x.
 Run: .venv/bin/python benchmarks/deploy.py
 """
@@ -10,10 +12,12 @@ Run: .venv/bin/python benchmarks/deploy.py
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 
 from common import bench_lab, inv, verdict
 
+from ops.backup import openssh_argv
 from ops.releases import ReleaseStore
 from ops.remote import Fleet
 
@@ -33,13 +37,22 @@ def main() -> None:
         release = store.get(store.current_id() or "")
         assert release is not None
         bare_command = store.compose_command(release, "up -d --no-build")
+        ssh = openssh_argv(host)
+        assert ssh is not None, "ssh(1) is needed for the bare baseline"
 
-        def bare() -> float:
+        def bare_typed() -> float:
+            started = time.perf_counter()
+            subprocess.run([*ssh, bare_command], check=True, capture_output=True, timeout=300)
+            return time.perf_counter() - started
+
+        def bare_open() -> float:
             started = time.perf_counter()
             host.run(bare_command, timeout=300)
             return time.perf_counter() - started
 
-        bare_s = statistics.median(bare() for _ in range(RUNS))
+        bare_typed()  # warm: whatever the last deploy left, converged
+        bare_s = statistics.median(bare_typed() for _ in range(RUNS))
+        bare_open_s = statistics.median(bare_open() for _ in range(RUNS))
     deploy_1 = statistics.median(
         inv(root, "deploy", "--env", "benchd", "--version", "v1", "--host", first) for _ in range(RUNS)
     )
@@ -49,7 +62,8 @@ def main() -> None:
     rollback_s = inv(root, "rollback", "--env", "benchd")
 
     print(f"\nmedian of {RUNS} runs each (rollback: one run)")
-    print(f"  bare docker compose up -d over SSH, 1 host   {bare_s:6.2f} s")
+    print(f"  bare ssh host docker compose up -d, 1 host   {bare_s:6.2f} s")
+    print(f"  (the same over an already open connection    {bare_open_s:6.2f} s)")
     print(f"  inv deploy, unchanged release, 1 host        {deploy_1:6.2f} s")
     print(
         f"  ratio deploy / bare compose up               {deploy_1 / bare_s:6.2f} x  target <= 1.5: {verdict(deploy_1 / bare_s <= 1.5)}"

@@ -8,27 +8,27 @@ Deploy and rollback never touch volumes.
 
 from __future__ import annotations
 
-import io
 import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ops import audit
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
 from ops.health import ServiceHealth, wait_healthy
-from ops.images import build_locally, host_image_ids, local_image_ids, send_images
+from ops.images import build_if_changed, host_image_ids, send_images
 from ops.lock import DeployLock, operator
 from ops.releases import Release, ReleaseStore, new_release_id
 from ops.remote import Fleet, Host
-from ops.stack import Stack, archive, env_file, load_stack, render_env, stack_dir
+from ops.stack import Stack, archive, content_digest, env_file, load_stack, render_env, stack_dir
 
 if TYPE_CHECKING:
     import docker
@@ -44,12 +44,15 @@ class DeployOptions:
     reason: str = ""
 
 
+SUCCEEDED = ("deployed", "unchanged", "planned")  # a host's results that leave it as asked
+
+
 @dataclass
 class HostReport:
     """What happened on one host."""
 
     host: str
-    result: str  # deployed | rolled-back | failed | skipped | planned
+    result: str  # deployed | unchanged | rolled-back | failed | skipped | planned
     release: str = ""
     previous: str = ""
     seconds: float = 0.0
@@ -75,7 +78,7 @@ class DeployResult:
 
     @property
     def ok(self) -> bool:
-        return all(report.result in ("deployed", "planned") for report in self.hosts)
+        return all(report.result in SUCCEEDED for report in self.hosts)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -98,6 +101,7 @@ class Prepared:
     refs: dict[str, str]  # service -> image reference
     local_ids: dict[str, str]  # service -> image ID on the local engine (send source)
     git_commit: str
+    content: str = ""  # ops.stack.content_digest of the stack and its rendered .env
 
 
 def git_commit(root: Path) -> str:
@@ -125,10 +129,12 @@ def prepare(env: Environment, reporter: Reporter, version: str, *, build: bool =
         refs = {name: service.image for name, service in stack.services.items()}
         local_ids: dict[str, str] = {}
         if image_source(env) == "send" and build:
-            build_locally(compose_bin, directory, stack.compose_files, rendered)
-            local_ids = local_image_ids(_local_engine(), refs)
-            reporter.step("local", "build images", OK, f"{len(local_ids)} images")
-    return Prepared(stack, env_text, archive(directory), refs, local_ids, git_commit(env.root))
+            stamps = env.root / ".opskit" / "builds.json"
+            local_ids, built = build_if_changed(compose_bin, stack, rendered, stamps, _local_engine())
+            detail = f"{len(local_ids)} images" + ("" if built else ", unchanged since the last build")
+            reporter.step("local", "build images", CHANGED if built else OK, detail)
+    content = content_digest(directory, env_text)
+    return Prepared(stack, env_text, archive(directory, env_text), refs, local_ids, git_commit(env.root), content)
 
 
 _local: docker.DockerClient | None = None
@@ -168,6 +174,7 @@ def _bring_images(
             reporter.step(host.name, "images", CHANGED, f"sent {', '.join(missing)} ({sent / 1e6:.0f} MB)")
         else:
             reporter.step(host.name, "images", OK, "all present")
+            return present, 0
     elif source == "build":
         _compose(host, store, release, "build --quiet", timeout=1800)
         reporter.step(host.name, "images", CHANGED, "built on host")
@@ -182,12 +189,9 @@ def _bring_images(
 
 
 def _write_release(host: Host, store: ReleaseStore, release: Release, prepared: Prepared) -> None:
-    path = store.path(release.id)
-    host.run(f"mkdir -p {shlex.quote(path)}")
-    host.put(io.BytesIO(prepared.archive), f"{path}/.stack.tgz")
-    host.run(f"cd {shlex.quote(path)} && tar -xzf .stack.tgz && rm .stack.tgz")
-    # Secrets travel on stdin, never on a command line.
-    host.run(f"umask 077 && cat > {shlex.quote(path)}/.env", stdin=prepared.env_text)
+    """The release's files and .env, unpacked on the host from stdin in one round trip."""
+    path = shlex.quote(store.path(release.id))
+    host.run(f"mkdir -p {path} && tar -xzf - -C {path} --no-same-owner", stdin=prepared.archive)
 
 
 def _pin(host: Host, release: Release, refs: dict[str, str], ids: dict[str, str], project: str) -> Release:
@@ -208,34 +212,36 @@ def _gate(host: Host, env: Environment, release: Release, timeout: float, report
 
 
 def _running_services(host: Host, project: str) -> set[str]:
-    from ops.health import PROJECT_LABEL, SERVICE_LABEL
+    from ops.health import SERVICE_LABEL, project_containers
 
-    containers = host.docker().containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
-    return {container.labels.get(SERVICE_LABEL, "") for container in containers}
+    running = [summary for summary in project_containers(host, project) if summary.get("State") == "running"]
+    return {(summary.get("Labels") or {}).get(SERVICE_LABEL, "") for summary in running}
 
 
 def _run_release(
     host: Host, env: Environment, store: ReleaseStore, release: Release, timeout: float, reporter: Reporter
 ) -> None:
-    """compose up the release; running swappable services are swapped blue-green instead of recreated."""
+    """compose up the release; running swappable services are swapped blue-green first.
+
+    Every `compose up` here names its services without `--no-deps`: Compose (2.26) hashes a
+    service's config without its depends_on under `--no-deps`, so mixing the two modes recreates
+    the dependents (the proxy) on the next plain `up`. Swapping first and then one plain `up -d`
+    leaves every container as a plain `docker compose up -d` of the release would: a later
+    manual `up` changes nothing."""
     from ops.swap import swap_service
 
-    store.write_override(release)
     to_swap = sorted(set(release.swappable) & _running_services(host, env.project))
-    if not to_swap:
-        _compose(host, store, release, "up -d --no-build --remove-orphans --quiet-pull")
-        reporter.step(host.name, "compose up", CHANGED, release.id)
-    else:
-        others = " ".join(shlex.quote(s) for s in sorted(set(release.pins) - set(to_swap)))
-        _compose(host, store, release, f"up -d --no-build --remove-orphans --no-deps {others}")
-        reporter.step(host.name, "compose up", CHANGED, f"{release.id} (swapping {', '.join(to_swap)})")
-        drain = float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
-        for service in to_swap:
-            report = swap_service(host, store, release, service, timeout=timeout, drain=drain, reporter=reporter)
-            if report.result == "failed":
-                error = HealthGateError(report.error, where=host.name)
-                error.service = report.failing
-                raise error
+    drain = float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+    for service in to_swap:
+        report = swap_service(host, store, release, service, timeout=timeout, drain=drain, reporter=reporter)
+        if report.result == "failed":
+            error = HealthGateError(report.error, where=host.name)
+            error.service = report.failing
+            raise error
+    store.write_override(release)
+    _compose(host, store, release, "up -d --no-build --remove-orphans --quiet-pull")
+    swapped = f" (swapped {', '.join(to_swap)} blue-green)" if to_swap else ""
+    reporter.step(host.name, "compose up", CHANGED, f"{release.id}{swapped}")
     _gate(host, env, release, timeout, reporter)
 
 
@@ -248,7 +254,7 @@ def _restore(
         return "failed"
     try:
         _run_release(host, env, store, previous, timeout, reporter)
-        store.activate(previous.id)
+        store.activate(previous)
     except OpsError as error:
         reporter.step(host.name, "restore", FAILED, error.one_line())
         return "failed"
@@ -278,8 +284,14 @@ def prune(store: ReleaseStore, keep: int, reporter: Reporter) -> list[str]:
 def deploy_host(host: Host, env: Environment, prepared: Prepared, version: str, reporter: Reporter) -> HostReport:
     started = time.monotonic()
     store = ReleaseStore(host, env.project)
-    previous_id = store.current_id()
-    previous = store.get(previous_id) if previous_id else None
+    previous = store.current()
+    previous_id = previous.id if previous else None
+    timeout = health_timeout(env, prepared.stack)
+    if previous is not None and previous.status == "active" and previous.content == prepared.content:
+        converged = _converge_unchanged(host, env, prepared, store, previous, timeout, reporter)
+        if converged is not None:
+            converged.seconds = time.monotonic() - started
+            return converged
     release = Release(
         id=new_release_id(version),
         version=version,
@@ -288,9 +300,9 @@ def deploy_host(host: Host, env: Environment, prepared: Prepared, version: str, 
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         compose_files=prepared.stack.compose_files,
         swappable=tuple(sorted(name for name, service in prepared.stack.services.items() if service.swappable)),
+        content=prepared.content,
     )
     report = HostReport(host.name, "failed", release.id, previous_id or "")
-    timeout = health_timeout(env, prepared.stack)
     _write_release(host, store, release, prepared)
     reporter.step(host.name, "release", CHANGED, f"wrote {store.path(release.id)}")
     try:
@@ -308,13 +320,75 @@ def deploy_host(host: Host, env: Environment, prepared: Prepared, version: str, 
         report.result = _restore(host, env, store, previous, timeout, reporter)
         report.seconds = time.monotonic() - started
         return report
-    store.activate(release.id)
-    store.write_metadata(release.with_status("active"))
+    store.activate(release)
     reporter.step(host.name, "current", CHANGED, f"-> {release.id}")
     prune(store, int(env.settings.get("KEEP_RELEASES") or 5), reporter)  # type: ignore[call-overload]
     report.result = "deployed"
     report.seconds = time.monotonic() - started
     return report
+
+
+def _converge_unchanged(
+    host: Host,
+    env: Environment,
+    prepared: Prepared,
+    store: ReleaseStore,
+    current: Release,
+    timeout: float,
+    reporter: Reporter,
+) -> HostReport | None:
+    """The host's current release already is this one (same files, .env and image IDs): no new
+    release directory; `compose up` it again so whatever drifted converges, and gate it.
+    None when the images turn out to differ (a new release is needed after all)."""
+    ids, sent = _bring_images(host, env, prepared, store, current, reporter)
+    if ids != current.images:
+        return None
+    reporter.step(host.name, "release", OK, f"unchanged: {current.id} has the same files, .env and images")
+    report = HostReport(host.name, "failed", current.id, current.id, images_sent=sent)
+    if _runs_as_compose_would(host, store, current, prepared.stack):
+        reporter.step(host.name, "compose up", OK, "every container runs this release as compose would, healthy")
+        report.result = "unchanged"
+        return report
+    try:
+        _run_release(host, env, store, current, timeout, reporter)
+    except (HealthGateError, HostError, DeployError) as error:
+        reporter.step(host.name, "deploy", FAILED, error.one_line())
+        report.error = error.one_line()
+        report.failing = getattr(error, "service", None)
+        return report
+    report.result = "unchanged"
+    return report
+
+
+def _runs_as_compose_would(host: Host, store: ReleaseStore, release: Release, stack: Stack) -> bool:
+    """True when `compose up -d` of the release would change nothing and its gate would pass:
+    each service has its number of running, healthy containers, on the pinned image and with the
+    config hash compose computes for the release (compose's own test for recreating), and no
+    container of a service the release lacks."""
+    from ops.health import SERVICE_LABEL, project_containers, summary_state
+
+    done = host.run(store.compose_command(release, "config --hash '*'"), check=False)
+    expected = dict(line.split(None, 1) for line in done.stdout.splitlines() if len(line.split()) == 2)
+    if not done.ok or set(expected) != set(release.images):
+        return False
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for summary in project_containers(host, store.project):
+        labels = summary.get("Labels") or {}
+        by_service.setdefault(labels.get(SERVICE_LABEL, ""), []).append(summary)
+    if set(by_service) != set(expected):
+        return False
+    for service, summaries in by_service.items():
+        wanted = stack.services[service].replicas if service in stack.services else 0
+        if len(summaries) != wanted:
+            return False
+        for summary in summaries:
+            if (
+                (summary.get("Labels") or {}).get("com.docker.compose.config-hash") != expected[service]
+                or summary.get("ImageID") != release.images[service]
+                or summary_state(summary) not in ("healthy", "running")
+            ):
+                return False
+    return True
 
 
 def _reachable(host: Host) -> bool:
@@ -325,9 +399,11 @@ def _reachable(host: Host) -> bool:
 
 
 def _audit(env: Environment, action: str, version: str, reports: list[HostReport], hosts: list[Host]) -> None:
+    """One audit line per host report, on its host (all hosts at once) or, when unreachable, locally."""
     by_name = {host.name: host for host in hosts}
-    for report in reports:
-        record = audit.AuditRecord(
+
+    def record(report: HostReport) -> None:
+        line = audit.AuditRecord(
             action=action,
             environment=env.name,
             host=report.host,
@@ -339,14 +415,18 @@ def _audit(env: Environment, action: str, version: str, reports: list[HostReport
             detail=report.error,
         )
         try:
-            audit.append(by_name[report.host], env.project, record, env.redact, env.root)
+            audit.append(by_name[report.host], env.project, line, env.redact, env.root)
         except OpsError:
-            audit.append_local(env.root, env.name, record.line(env.redact))
+            audit.append_local(env.root, env.name, line.line(env.redact))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(env.parallel, len(reports)))) as pool:
+        list(pool.map(record, reports))
 
 
 @contextmanager
 def _locked(fleet: Fleet, env: Environment, reason: str, wait: float, reporter: Reporter) -> Iterator[DeployLock]:
     """The deploy lock on every host of the fleet for the duration of the block, always released."""
+    fleet.open_connections()
     lock = DeployLock(fleet.hosts, env.project, reason, wait_seconds=wait)
     lock.acquire()
     for note in lock.taken_over:
@@ -383,7 +463,7 @@ def _run_batches(
                 message = item.error.one_line() if item.error else "failed"
                 reporter.step(item.host, "deploy", FAILED, message)
                 reports.append(HostReport(item.host, "failed", error=message, seconds=item.seconds))
-        if any(report.result != "deployed" for report in reports) and number < len(batches) - 1:
+        if any(report.result not in SUCCEEDED for report in reports) and number < len(batches) - 1:
             for later in batches[number + 1 :]:
                 for host in later:
                     reporter.step(host.name, "deploy", SKIPPED, "an earlier batch failed: left on its release")
@@ -454,8 +534,7 @@ def rollback(
             report.result = "failed" if outcome == "failed" else "rolled-back"
             report.seconds = time.monotonic() - begun
             return report
-        store.activate(target.id)
-        store.write_metadata(target.with_status("active"))
+        store.activate(target)
         reporter.step(host.name, "current", CHANGED, f"-> {target.id}")
         report.result = "deployed"
         report.seconds = time.monotonic() - begun
@@ -576,11 +655,5 @@ def _send_if_missing(host: Host, image: str, reporter: Reporter) -> None:
 
 
 def _only(prepared: Prepared, service: str) -> Prepared:
-    return Prepared(
-        prepared.stack,
-        prepared.env_text,
-        prepared.archive,
-        {service: prepared.refs[service]},
-        {service: prepared.local_ids[service]} if service in prepared.local_ids else {},
-        prepared.git_commit,
-    )
+    local = {service: prepared.local_ids[service]} if service in prepared.local_ids else {}
+    return replace(prepared, refs={service: prepared.refs[service]}, local_ids=local)

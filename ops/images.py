@@ -7,6 +7,8 @@ host's verified SSH connection; nothing is written to disk on either side on the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from ops.console import OK, Reporter
 from ops.errors import HostError, StackError
 from ops.remote import Host
+from ops.stack import Stack, digest_files
 
 if TYPE_CHECKING:
     import docker
@@ -33,6 +36,65 @@ def build_locally(compose_bin: Path, directory: Path, files: tuple[str, ...], en
     if done.returncode != 0:
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()] or ["no output"]
         raise StackError(f"building the stack's images locally failed: {lines[-1][:300]}", where=str(directory))
+
+
+def build_fingerprint(stack: Stack) -> str | None:
+    """A digest of everything a local build of the stack reads: each building service's resolved
+    build section (context, dockerfile, args) and every file of its context. None when a context
+    is not a local directory (a git URL, say): such builds always run."""
+    digest = hashlib.sha256()
+    for name, service in sorted(stack.services.items()):
+        digest.update(json.dumps([name, service.image, service.build], sort_keys=True).encode())
+        if not service.builds:
+            continue
+        context = Path(str(service.build.get("context") or stack.directory))
+        if not context.is_dir():
+            return None
+        digest_files(context, digest)
+    return digest.hexdigest()
+
+
+def build_if_changed(
+    compose_bin: Path, stack: Stack, env_path: Path, stamps: Path, client: docker.DockerClient
+) -> tuple[dict[str, str], bool]:
+    """Build the stack's images locally unless an earlier build of the very same inputs left
+    exactly these images (same IDs under the same names); returns (service -> image ID, built).
+
+    `stamps` (a JSON file) remembers, per build fingerprint, the image IDs that build produced.
+    """
+    refs = {name: service.image for name, service in stack.services.items()}
+    fingerprint = build_fingerprint(stack)
+    recorded = _read_stamps(stamps).get(fingerprint or "")
+    if recorded:
+        try:
+            if local_image_ids(client, refs) == recorded:
+                return dict(recorded), False
+        except StackError:
+            pass  # an image is gone: build it again
+    build_locally(compose_bin, stack.directory, stack.compose_files, env_path)
+    ids = local_image_ids(client, refs)
+    if fingerprint:
+        _write_stamp(stamps, fingerprint, ids)
+    return ids, True
+
+
+def _read_stamps(path: Path) -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_stamp(path: Path, fingerprint: str, ids: dict[str, str], keep: int = 20) -> None:
+    stamps = _read_stamps(path)
+    stamps.pop(fingerprint, None)
+    stamps[fingerprint] = ids
+    kept = dict(list(stamps.items())[-keep:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(kept, indent=1, sort_keys=False) + "\n")
+    temporary.replace(path)
 
 
 def local_image_ids(client: docker.DockerClient, refs: Mapping[str, str]) -> dict[str, str]:

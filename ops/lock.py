@@ -15,6 +15,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -93,14 +94,14 @@ def try_acquire(host: Host, project: str, info: LockInfo) -> LockInfo | None:
 
 
 def release(host: Host, project: str, token: str | None) -> bool:
-    """Remove the lock if it is ours (token matches) or if token is None (forced)."""
-    current = read_lock(host, project)
-    if current is None:
-        return False
-    if token is not None and current.token != token:
-        return False
-    host.run(f"rm -rf {shlex.quote(lock_dir(project))}")
-    return True
+    """Remove the lock if it is ours (token matches) or if token is None (forced), checked and
+    removed on the host in one round trip; False when there was no such lock."""
+    path = shlex.quote(lock_dir(project))
+    if token is None:
+        check = f"test -d {path}"
+    else:  # the token as json.dumps wrote it into info.json
+        check = f"grep -qF {shlex.quote(json.dumps({'token': token})[1:-1])} {path}/info.json 2>/dev/null"
+    return host.run(f"{check} && rm -rf {path}", check=False).ok
 
 
 class DeployLock:
@@ -159,16 +160,22 @@ class DeployLock:
                 self._sleep(1.0)
 
     def release(self) -> None:
-        """Release every lock we hold; a broken connection is reopened once before giving up."""
-        for host in reversed(self.held):
+        """Release every lock we hold (all hosts at once); a broken connection is reopened once
+        before giving up on a host."""
+
+        def release_one(host: Host) -> None:
             for attempt in (1, 2):
                 try:
                     release(host, self.project, self.info.token)
-                    break
+                    return
                 except OpsError:
                     host.close()  # a fresh connection for the second attempt
                     if attempt == 2:
                         self.unreleased.append(host.name)
+
+        if self.held:
+            with ThreadPoolExecutor(max_workers=len(self.held)) as pool:
+                list(pool.map(release_one, reversed(self.held)))
         self.held = []
 
     def __enter__(self) -> DeployLock:

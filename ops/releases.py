@@ -32,6 +32,7 @@ class Release:
     images: dict[str, str] = field(default_factory=dict)  # service -> image ID
     pins: dict[str, str] = field(default_factory=dict)  # service -> pin tag (per image ID)
     swappable: tuple[str, ...] = ()  # services deployed by blue-green swap once running
+    content: str = ""  # sha256 of the stack's files and rendered .env (ops.stack.content_digest)
     status: str = "new"  # new | active | failed
 
     def to_json(self) -> str:
@@ -105,6 +106,18 @@ class ReleaseStore:
         target = result.stdout.strip()
         return target.rsplit("/", 1)[-1] if result.ok and target else None
 
+    def current(self) -> Release | None:
+        """The release `current` points at, read in one round trip."""
+        result = self.host.run(f"readlink {self.base}/current && cat {self.base}/current/release.json", check=False)
+        if not result.ok:
+            return None
+        link, _, text = result.stdout.partition("\n")
+        try:
+            release = Release.from_json(text)
+        except (json.JSONDecodeError, TypeError):
+            return None
+        return release if release.id == link.strip().rsplit("/", 1)[-1] else None
+
     def get(self, release_id: str) -> Release | None:
         return next((release for release in self.list() if release.id == release_id), None)
 
@@ -119,11 +132,17 @@ class ReleaseStore:
         path = self.path(release.id)
         self.host.run(f"cat > {path}/{OVERRIDE_FILE}", stdin=override_yaml(release, self.project))
 
-    def activate(self, release_id: str) -> None:
-        """Point current at the release: a new symlink renamed over the old one (atomic)."""
+    def activate(self, release: Release) -> Release:
+        """Record the release as active and point current at it: a new symlink renamed over the
+        old one (atomic), in one round trip. Returns the release as recorded."""
+        active = release.with_status("active")
+        path = self.path(release.id)
         self.host.run(
-            f"cd {self.base} && ln -sfn releases/{shlex.quote(release_id)} current.new && mv -T current.new current"
+            f"cat > {path}/release.json.tmp && mv {path}/release.json.tmp {path}/release.json && "
+            f"cd {self.base} && ln -sfn releases/{shlex.quote(release.id)} current.new && mv -T current.new current",
+            stdin=active.to_json() + "\n",
         )
+        return active
 
     def remove(self, release_id: str) -> None:
         self.host.run(f"rm -rf {shlex.quote(self.path(release_id))}")

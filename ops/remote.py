@@ -8,6 +8,7 @@ never stops the others.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +19,11 @@ from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ops.config import Environment, HostSpec
 from ops.errors import AuthenticationError, CommandError, HostError, HostKeyError, OpsError
+
+# paramiko's transport thread logs a traceback when a host dies mid-connection; with no handler,
+# Python's last-resort handler would print it on stderr. The error reaches the user as one line
+# (HostError, naming the host) instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     import docker
@@ -43,7 +49,7 @@ class CommandResult:
 class Runner(Protocol):
     """How a Host reaches its server. SSHRunner in real use; a fake one in unit tests."""
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult: ...
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult: ...
 
     def put(self, local: Path | IO[bytes], remote: str) -> None: ...
 
@@ -143,7 +149,7 @@ class SSHRunner:
         self._connection = connection
         return connection
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         connection = self._open()
         if stdin is not None:
             # invoke feeds stdin a byte at a time with a sleep in between: far too slow for files.
@@ -158,14 +164,16 @@ class SSHRunner:
             raise HostError(f"connection lost: {error}", where=self.spec.name) from None
         return CommandResult(command, result.exited, result.stdout, result.stderr)
 
-    def _run_with_stdin(self, connection: Any, command: str, stdin: str, timeout: float | None) -> CommandResult:
+    def _run_with_stdin(
+        self, connection: Any, command: str, stdin: str | bytes, timeout: float | None
+    ) -> CommandResult:
         try:
             channel = connection.client.get_transport().open_session()
             channel.settimeout(timeout)
             # Running a shell command on the host is this method's job; callers quote every value
             # they put in it with shlex.quote (ops.images, ops.provision, ops.releases).
             channel.exec_command(command)  # nosec B601
-            channel.sendall(stdin.encode())
+            channel.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             channel.shutdown_write()
             stdout, stderr = bytearray(), bytearray()
             while True:
@@ -257,7 +265,7 @@ class Host:
         return f"Host({self.spec.target})"
 
     def run(
-        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None
+        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | bytes | None = None
     ) -> CommandResult:
         """Run a shell command as the login user; check=True raises CommandError on failure."""
         result = self.runner.run(command, timeout=timeout, stdin=stdin)
@@ -272,7 +280,7 @@ class Host:
         return result
 
     def sudo(
-        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | None = None
+        self, command: str, *, check: bool = True, timeout: float | None = None, stdin: str | bytes | None = None
     ) -> CommandResult:
         """Run a command as root: directly when logged in as root, else through `sudo -n`."""
         if self.spec.user != "root":
@@ -382,6 +390,12 @@ class Fleet:
             return FleetResult([one(self.hosts[0])])
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(self.hosts))) as pool:
             return FleetResult(list(pool.map(one, self.hosts)))
+
+    def open_connections(self) -> None:
+        """Open every host's SSH connection at once, so the handshakes overlap before work that
+        goes host by host (the lock). A host that cannot be reached fails its first command."""
+        if len(self.hosts) > 1:
+            self.map(lambda host: host.runner.ssh_client())
 
     def close(self) -> None:
         for host in self.hosts:

@@ -6,12 +6,14 @@ This module reads the stack and renders its environment; it never talks to a hos
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ class Service:
     start_period_s: float = 0.0
     published_ports: bool = False
     container_name: str = ""
+    build: Mapping[str, object] = field(default_factory=dict)  # compose's resolved build section
+    replicas: int = 1
 
     @property
     def swappable(self) -> bool:
@@ -120,6 +124,8 @@ def load_stack(directory: Path, compose_bin: Path, rendered_env: Path) -> Stack:
             name=name,
             image=spec.get("image") or f"{config.get('name', 'stack')}-{name}",
             builds="build" in spec,
+            build=dict(spec.get("build") or {}),
+            replicas=int((spec.get("deploy") or {}).get("replicas") or spec.get("scale") or 1),
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
             has_healthcheck=bool(health) and not health.get("disable", False),
             start_period_s=_seconds(str(health.get("start_period", "0s"))),
@@ -149,13 +155,47 @@ def _seconds(text: str) -> float:
     return total + (float(number) if number else 0.0)
 
 
-def archive(directory: Path) -> bytes:
-    """The stack directory as a gzip'd tar, for writing a release on a host."""
+def _files(directory: Path) -> list[Path]:
+    """The stack's files as a release carries them (no VCS, caches or local .env)."""
+    kept = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if SKIP_IN_ARCHIVE & set(relative.parts) or relative.name == ".env" or not path.is_file():
+            continue
+        kept.append(path)
+    return kept
+
+
+def digest_files(directory: Path, digest: hashlib._Hash) -> None:
+    """Feed every file's relative path, mode and content into a digest (stable across runs)."""
+    for path in _files(directory):
+        digest.update(f"{path.relative_to(directory)}\0{path.stat().st_mode & 0o777}\0".encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+
+
+def content_digest(directory: Path, env_text: str) -> str:
+    """What a release is made of: the stack's files and its rendered .env, as one sha256.
+
+    Two releases with the same digest and the same image IDs are the same release."""
+    digest = hashlib.sha256()
+    digest_files(directory, digest)
+    digest.update(env_text.encode())
+    return digest.hexdigest()
+
+
+def archive(directory: Path, env_text: str) -> bytes:
+    """A release's files as a gzip'd tar: the stack directory and the rendered .env (mode 0600).
+    It is unpacked on the host from stdin, so the secrets never touch a command line or a disk
+    on the way."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(directory.rglob("*")):
-            relative = path.relative_to(directory)
-            if SKIP_IN_ARCHIVE & set(relative.parts) or relative.name == ".env" or not path.is_file():
-                continue
-            tar.add(path, arcname=str(relative), recursive=False)
+        for path in _files(directory):
+            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+        data = env_text.encode()
+        info = tarfile.TarInfo(".env")
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

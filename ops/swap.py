@@ -43,6 +43,11 @@ def service_containers(host: Host, project: str, service: str) -> list[Any]:
     return list(host.docker().containers.list(all=True, filters={"label": labels}))
 
 
+def _image_id(container: Any) -> str:
+    """The container's image ID, from its inspect data (container.image would ask the engine again)."""
+    return str(container.attrs.get("Image", ""))
+
+
 def _health(container: Any) -> str:
     container.reload()
     state = container.attrs.get("State", {})
@@ -111,11 +116,11 @@ def swap_service(
     project = store.project
     target = release.images[service]
     containers = service_containers(host, project, service)
-    old = [c for c in containers if c.image.id != target]
-    healthy_new = [c for c in containers if c.image.id == target and _health(c) in ("healthy", "running")]
+    old = [c for c in containers if _image_id(c) != target]
+    healthy_new = [c for c in containers if _image_id(c) == target and _health(c) in ("healthy", "running")]
     report = SwapReport(host.name, service, "failed", old=[c.name for c in old])
     for container in containers:  # a broken new container left by an interrupted swap
-        if container.image.id == target and container not in healthy_new:
+        if _image_id(container) == target and container not in healthy_new:
             container.remove(force=True)
     if not old and healthy_new:
         report.result, report.new = "unchanged", [c.name for c in healthy_new]
@@ -128,11 +133,11 @@ def swap_service(
         scale = len(old) + max(count, len(healthy_new))
         host.run(
             store.compose_command(
-                release, f"up -d --no-deps --no-recreate --no-build --scale {service}={scale} {shlex.quote(service)}"
+                release, f"up -d --no-recreate --no-build --scale {service}={scale} {shlex.quote(service)}"
             ),
             timeout=300,
         )
-        new = [c for c in service_containers(host, project, service) if c.image.id == target]
+        new = [c for c in service_containers(host, project, service) if _image_id(c) == target]
         reporter.step(host.name, f"swap {service}", CHANGED, f"{len(new)} new beside {len(old)} old")
         _wait_new_healthy(host, new, timeout, service)
     except OpsError as error:

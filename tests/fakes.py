@@ -16,7 +16,7 @@ class FakeRunner:
         self.commands: list[str] = []
         self.files: dict[str, bytes] = {}
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         if self.unreachable:
             raise HostError(f"unreachable: {self.unreachable}", where="fake")
         self.commands.append(command)

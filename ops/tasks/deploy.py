@@ -34,6 +34,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
     from rich.table import Table
 
     from ops.console import console, print_json
+    from ops.deploy import SUCCEEDED
 
     if as_json:
         print_json(result.as_dict())
@@ -42,7 +43,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
         table = Table(title=f"{result.action} {result.version} to {result.environment}")
         for column in ("host", "result", "release", "previous", "seconds"):
             table.add_column(column)
-        styles = {"deployed": "green", "planned": "cyan", "skipped": "dim"}
+        styles = {"deployed": "green", "unchanged": "green", "planned": "cyan", "skipped": "dim"}
         for report in result.hosts:
             style = styles.get(report.result, "bold red")
             table.add_row(
@@ -55,7 +56,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
             if report.failing and report.failing.logs:
                 out.print(f"[dim]last log lines of {report.failing.service}:[/]")
                 out.print(escape(report.failing.logs), markup=False)
-        done = sum(1 for report in result.hosts if report.result in ("deployed", "planned"))
+        done = sum(1 for report in result.hosts if report.result in SUCCEEDED)
         out.print(
             f"{result.action}: {done}/{len(result.hosts)} hosts {'ok' if result.ok else 'NOT ok'} "
             f"({result.seconds:.1f} s)"

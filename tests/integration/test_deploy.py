@@ -35,6 +35,21 @@ def deploy(lab: ProvisionedLab, *args: str) -> subprocess.CompletedProcess[str]:
     return opskit(lab.root, "deploy", "--env", "itestp", *args)
 
 
+def compose_on(lab: ProvisionedLab, index: int, args: str) -> str:
+    """`docker compose ARGS` of the current release, run on the lab host by hand; its output."""
+    import docker
+
+    client = docker.from_env(version="auto")
+    try:
+        container = client.containers.get(lab.spec.container(index))
+        script = f"cd /opt/demo/current && docker compose -p demo -f compose.yaml -f compose.opskit.yaml {args}"
+        code, output = container.exec_run(["sh", "-c", script])
+    finally:
+        client.close()
+    assert code == 0, output
+    return str(output.decode(errors="replace"))
+
+
 def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -> None:
     lab = deployed_lab
     assert [version_on(lab, i) for i in (1, 2)] == ["v1", "v1"]
@@ -47,6 +62,20 @@ def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
     assert counter(lab, 1) == visits + 1  # the Redis volume survived the deploy
+
+    # After the blue-green deploy, a plain `docker compose up -d` of the current release by hand
+    # finds nothing to recreate: the proxy (the only published port) keeps running.
+    manual = compose_on(lab, 1, "up -d --no-build")
+    assert "Recreate" not in manual, manual
+    # The same release again: no new release directory; what drifted (a proxy stopped by hand on
+    # the first host) converges, and the gate passes.
+    compose_on(lab, 1, "stop proxy")
+    again = deploy(lab, "--version", "v2", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    hosts = json.loads(again.stdout)["hosts"]
+    assert [host["result"] for host in hosts] == ["unchanged", "unchanged"]
+    assert all(host["release"] == host["previous"] for host in hosts)
+    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
 
     # v3 fails its health check: each host goes back to v2 by itself, exit code 1, audited.
     bad_env = lab.root / "env" / "itestbad.env"

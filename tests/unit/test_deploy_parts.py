@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,10 +12,12 @@ from ops.audit import AuditRecord
 from ops.config import HostSpec, load_environment
 from ops.deploy import _batches, _rollback_target
 from ops.errors import DeployError, LockError
+from ops.health import summary_state
+from ops.images import build_if_changed
 from ops.lock import DeployLock, LockInfo
-from ops.releases import Release, new_release_id, override_yaml, pin_tag
+from ops.releases import Release, ReleaseStore, new_release_id, override_yaml, pin_tag
 from ops.remote import CommandResult, Host
-from ops.stack import _seconds, render_env
+from ops.stack import Service, Stack, _seconds, archive, content_digest, render_env
 from tests.fakes import FakeRunner
 
 
@@ -25,7 +28,7 @@ class LockHost(FakeRunner):
         super().__init__()
         self.lock = json.dumps(holder.__dict__) if holder else None
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         self.commands.append(command)
         if "mkdir /opt/" in command:
             if self.lock is not None:
@@ -34,7 +37,12 @@ class LockHost(FakeRunner):
             return CommandResult(command, 0, "", "")
         if command.startswith("cat /opt/"):
             return CommandResult(command, 0 if self.lock else 1, self.lock or "", "")
-        if command.startswith("rm -rf /opt/"):
+        if command.endswith("&& rm -rf /opt/demo/lock"):  # release: only a lock that is ours
+            ours = command.startswith("test -d") or (
+                self.lock is not None and command.split("'")[1] in self.lock  # grep -qF 'TOKEN'
+            )
+            if self.lock is None or not ours:
+                return CommandResult(command, 1, "", "")
             self.lock = None
         return CommandResult(command, 0, "", "")
 
@@ -158,3 +166,102 @@ def test_a_lock_left_by_a_killed_process_here_is_taken_over() -> None:
     alive = LockInfo("me@here", "2026-11-22T10:00:00+00:00", "deploy v1", "old", socket.gethostname(), 1)
     with pytest.raises(LockError):
         DeployLock([Host(HostSpec("b"), LockHost(alive))], "demo", "deploy v2").acquire()
+
+
+def _stack(tmp_path: Path, web_args: dict[str, str]) -> Stack:
+    (tmp_path / "web").mkdir(exist_ok=True)
+    (tmp_path / "web" / "Dockerfile").write_text("FROM debian:trixie-slim\n")
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    web = Service("web", "demo/web:v1", True, build={"context": str(tmp_path / "web"), "args": web_args})
+    redis = Service("redis", "redis:7", False)
+    return Stack(tmp_path, ("compose.yaml",), {"web": web, "redis": redis})
+
+
+class FakeImages:
+    """The local engine as build_if_changed sees it: image names to IDs."""
+
+    def __init__(self, ids: dict[str, str]):
+        self.ids = ids
+
+    def get(self, ref: str) -> Any:
+        import docker
+
+        if ref not in self.ids:
+            raise docker.errors.ImageNotFound(ref)
+        return type("Image", (), {"id": self.ids[ref]})()
+
+
+def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ops.images
+
+    builds: list[Path] = []
+    images = FakeImages({"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis"})
+    monkeypatch.setattr(ops.images, "build_locally", lambda *args: builds.append(args[1]))
+    client: Any = type("Client", (), {"images": images})()
+    stamps = tmp_path / ".opskit" / "builds.json"
+    (tmp_path / "stack").mkdir()
+    stack = _stack(tmp_path / "stack", {"APP_VERSION": "v1"})
+
+    def build(stack: Stack) -> bool:
+        ids, built = build_if_changed(Path("compose"), stack, Path(".env"), stamps, client)
+        assert ids == {"web": images.ids["demo/web:v1"], "redis": "sha256:redis"}
+        return built
+
+    assert build(stack) is True  # nothing recorded yet
+    assert build(stack) is False  # same inputs, same images
+    (stack.directory / "web" / "app.py").write_text("print('v2')\n")
+    assert build(stack) is True  # a file of the build context changed
+    assert build(_stack(stack.directory, {"APP_VERSION": "v2"})) is True  # a build argument changed
+    assert build(stack) is False  # the earlier inputs are still recorded
+    images.ids["demo/web:v1"] = "sha256:retagged"
+    assert build(stack) is True  # someone re-tagged the image: build again
+    assert len(builds) == 4
+
+
+def test_a_release_archive_carries_the_env_file_private(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    (tmp_path / ".env").write_text("LOCAL=1\n")  # the operator's own .env stays home
+    with tarfile.open(fileobj=io.BytesIO(archive(tmp_path, "TOKEN=s3cret\n"))) as tar:
+        members = {member.name: member for member in tar.getmembers()}
+        assert sorted(members) == [".env", "compose.yaml"]
+        assert members[".env"].mode == 0o600
+        env = tar.extractfile(members[".env"])
+        assert env is not None and env.read() == b"TOKEN=s3cret\n"
+
+
+def test_the_content_digest_changes_with_files_and_env(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    first = content_digest(tmp_path, "A=1\n")
+    assert content_digest(tmp_path, "A=1\n") == first
+    assert content_digest(tmp_path, "A=2\n") != first
+    (tmp_path / "compose.yaml").write_text("services: {web: {}}\n")
+    assert content_digest(tmp_path, "A=1\n") != first
+
+
+@pytest.mark.parametrize(
+    ("summary", "state"),
+    [
+        ({"State": "running", "Status": "Up 3 minutes (healthy)"}, "healthy"),
+        ({"State": "running", "Status": "Up 2 seconds (health: starting)"}, "starting"),
+        ({"State": "running", "Status": "Up 1 minute (unhealthy)"}, "unhealthy"),
+        ({"State": "running", "Status": "Up 5 minutes"}, "running"),
+        ({"State": "exited", "Status": "Exited (1) 3 seconds ago"}, "exited"),
+        ({"State": "restarting", "Status": "Restarting (1) 1 second ago"}, "restarting"),
+    ],
+)
+def test_health_is_read_from_the_container_list(summary: dict[str, str], state: str) -> None:
+    assert summary_state(summary) == state
+
+
+def test_the_current_release_is_read_in_one_round_trip() -> None:
+    release = Release("20261123-101010-v2", "v2", "abc", "me", "now", ("compose.yaml",), status="active")
+    runner = FakeRunner({"readlink": (0, f"releases/{release.id}\n{release.to_json()}\n")})
+    assert ReleaseStore(Host(HostSpec("a"), runner), "demo").current() == release
+    assert len(runner.commands) == 1
+    missing = FakeRunner({"readlink": (1, "No such file")})
+    assert ReleaseStore(Host(HostSpec("a"), missing), "demo").current() is None

@@ -238,7 +238,7 @@ class FakeRunner:
         self.rules = rules
         self.log = log
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         self.log.append(command)
         for needle, answer in self.rules:
             if needle in command:

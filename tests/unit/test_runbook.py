@@ -229,7 +229,7 @@ class StatefulRunner(FakeRunner):
         super().__init__()
         self.down = down
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         self.commands.append(command)
         if "docker start" in command:
             self.down = False

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ops import audit
 from ops.config import Environment
@@ -130,7 +130,7 @@ def prepare(env: Environment, reporter: Reporter, version: str, *, build: bool =
         local_ids: dict[str, str] = {}
         if image_source(env) == "send" and build:
             stamps = env.root / ".opskit" / "builds.json"
-            local_ids, built = build_if_changed(compose_bin, stack, rendered, stamps, _local_engine())
+            local_ids, built = build_if_changed(compose_bin, stack, rendered, stamps)
             detail = f"{len(local_ids)} images" + ("" if built else ", unchanged since the last build")
             reporter.step("local", "build images", CHANGED if built else OK, detail)
     content = content_digest(directory, env_text)
@@ -262,12 +262,36 @@ def _restore(
     return "rolled-back"
 
 
+def releases_to_prune(releases: list[Release], current_id: str | None, keep: int) -> list[Release]:
+    """What a prune removes (oldest first): a release that is the same as a newer one (files,
+    .env and images: nothing new to roll back to), then all but the newest `keep` of the rest that
+    can be rolled back to, and failed releases older than those. Never the current release."""
+    seen: set[object] = set()
+    distinct: list[Release] = []  # newest first
+    removed: list[Release] = []
+    for release in reversed(releases):
+        same = (release.content, tuple(sorted(release.images.items())))
+        key = same if release.content and release.status != "failed" else release.id
+        if key in seen and release.id != current_id:
+            removed.append(release)
+        else:
+            seen.add(key)
+            distinct.append(release)
+    kept_good = [release for release in distinct if release.status != "failed"][:keep]
+    oldest_kept = kept_good[-1].id if kept_good else ""
+    for release in distinct:
+        if release.id == current_id or release in kept_good:
+            continue
+        if release.status != "failed" or release.id < oldest_kept:
+            removed.append(release)
+    return sorted(removed, key=lambda release: release.id)
+
+
 def prune(store: ReleaseStore, keep: int, reporter: Reporter) -> list[str]:
-    """Keep the newest `keep` releases (and the current one) and the images they pin."""
+    """Keep the newest `keep` distinct releases (and the current one) and the images they pin."""
     releases = store.list()
-    current = store.current_id()
-    kept = {release.id for release in releases[-keep:]} | ({current} if current else set())
-    removed = [release for release in releases if release.id not in kept]
+    removed = releases_to_prune(releases, store.current_id(), keep)
+    kept = {release.id for release in releases} - {release.id for release in removed}
     if not removed:
         return []
     kept_pins = {pin for release in releases if release.id in kept for pin in release.pins.values()}
@@ -360,33 +384,45 @@ def _converge_unchanged(
     return report
 
 
+_CONTAINER_FIELDS = (
+    '{{.Label "com.docker.compose.service"}}\t{{.Label "com.docker.compose.config-hash"}}'
+    "\t{{.Image}}\t{{.State}}\t{{.Status}}"
+)
+
+
 def _runs_as_compose_would(host: Host, store: ReleaseStore, release: Release, stack: Stack) -> bool:
     """True when `compose up -d` of the release would change nothing and its gate would pass:
-    each service has its number of running, healthy containers, on the pinned image and with the
-    config hash compose computes for the release (compose's own test for recreating), and no
-    container of a service the release lacks."""
-    from ops.health import SERVICE_LABEL, project_containers, summary_state
+    each service has its number of running, healthy containers, made from the pinned image with
+    the config hash compose computes for the release (compose's own test for recreating), and no
+    container of a service the release lacks. One round trip, no Docker SDK."""
+    from ops.health import PROJECT_LABEL, summary_state
 
-    done = host.run(store.compose_command(release, "config --hash '*'"), check=False)
-    expected = dict(line.split(None, 1) for line in done.stdout.splitlines() if len(line.split()) == 2)
-    if not done.ok or set(expected) != set(release.images):
+    marker = "--- opskit containers ---"
+    done = host.run(
+        store.compose_command(release, "config --hash '*'")
+        + f" && echo {shlex.quote(marker)} && docker ps -a --no-trunc"
+        + f" --filter label={PROJECT_LABEL}={shlex.quote(store.project)} --format {shlex.quote(_CONTAINER_FIELDS)}",
+        check=False,
+    )
+    hashes, _, listing = done.stdout.partition(marker + "\n")
+    expected = dict(line.split(None, 1) for line in hashes.splitlines() if len(line.split()) == 2)
+    if not done.ok or set(expected) != set(release.pins):
         return False
-    by_service: dict[str, list[dict[str, Any]]] = {}
-    for summary in project_containers(host, store.project):
-        labels = summary.get("Labels") or {}
-        by_service.setdefault(labels.get(SERVICE_LABEL, ""), []).append(summary)
+    by_service: dict[str, list[list[str]]] = {}
+    for line in listing.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 5:
+            return False
+        by_service.setdefault(fields[0], []).append(fields)
     if set(by_service) != set(expected):
         return False
-    for service, summaries in by_service.items():
+    for service, containers in by_service.items():
         wanted = stack.services[service].replicas if service in stack.services else 0
-        if len(summaries) != wanted:
+        if len(containers) != wanted:
             return False
-        for summary in summaries:
-            if (
-                (summary.get("Labels") or {}).get("com.docker.compose.config-hash") != expected[service]
-                or summary.get("ImageID") != release.images[service]
-                or summary_state(summary) not in ("healthy", "running")
-            ):
+        for _, config_hash, image, state, status in containers:
+            healthy = summary_state({"State": state, "Status": status}) in ("healthy", "running")
+            if config_hash != expected[service] or image != release.pins[service] or not healthy:
                 return False
     return True
 
@@ -476,8 +512,15 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
     """Deploy options.version of the environment's stack to its hosts."""
     started = time.monotonic()
     result = DeployResult("deploy", env.name, options.version)
-    prepared = prepare(env, reporter, options.version, build=not options.dry_run)
     with Fleet.connect(env, only=options.hosts) as fleet:
+        # The SSH handshakes run while the stack is checked (and built) here; no host changes
+        # before the stack passed.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            opening = background.submit(fleet.open_connections)
+            try:
+                prepared = prepare(env, reporter, options.version, build=not options.dry_run)
+            finally:
+                opening.result()
         if options.dry_run:
             result.hosts = [_plan(host, env, prepared, reporter) for host in fleet.hosts]
             return result
@@ -563,9 +606,15 @@ def _rollback_target(releases: list[Release], current_id: str | None, to: str | 
     if not older:
         raise DeployError("no earlier release to roll back to", where=host.name, hint="see inv releases")
     current = next((release for release in releases if release.id == current_id), None)
-    # The same version deployed twice in a row is no place to roll back to: skip identical ones.
+    # A release the same as the current one is no place to roll back to: skip identical ones.
     different = [r for r in older if current is None or (r.version, r.images) != (current.version, current.images)]
-    return (different or older)[-1]
+    if not different:
+        raise DeployError(
+            "every earlier release runs the same version and images as the current one",
+            where=host.name,
+            hint="name one with --to (see inv releases), or deploy the version you want",
+        )
+    return different[-1]
 
 
 def swap(

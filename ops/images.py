@@ -54,9 +54,7 @@ def build_fingerprint(stack: Stack) -> str | None:
     return digest.hexdigest()
 
 
-def build_if_changed(
-    compose_bin: Path, stack: Stack, env_path: Path, stamps: Path, client: docker.DockerClient
-) -> tuple[dict[str, str], bool]:
+def build_if_changed(compose_bin: Path, stack: Stack, env_path: Path, stamps: Path) -> tuple[dict[str, str], bool]:
     """Build the stack's images locally unless an earlier build of the very same inputs left
     exactly these images (same IDs under the same names); returns (service -> image ID, built).
 
@@ -67,12 +65,12 @@ def build_if_changed(
     recorded = _read_stamps(stamps).get(fingerprint or "")
     if recorded:
         try:
-            if local_image_ids(client, refs) == recorded:
+            if local_image_ids(refs) == recorded:
                 return dict(recorded), False
         except StackError:
             pass  # an image is gone: build it again
     build_locally(compose_bin, stack.directory, stack.compose_files, env_path)
-    ids = local_image_ids(client, refs)
+    ids = local_image_ids(refs)
     if fingerprint:
         _write_stamp(stamps, fingerprint, ids)
     return ids, True
@@ -97,19 +95,26 @@ def _write_stamp(path: Path, fingerprint: str, ids: dict[str, str], keep: int = 
     temporary.replace(path)
 
 
-def local_image_ids(client: docker.DockerClient, refs: Mapping[str, str]) -> dict[str, str]:
-    """service -> image ID on the local engine."""
-    import docker as sdk
-
-    ids = {}
+def local_image_ids(refs: Mapping[str, str]) -> dict[str, str]:
+    """service -> image ID on this machine's engine, asked through the docker CLI in one call (a
+    deploy with nothing to build or send never loads the Docker SDK)."""
+    names = list(refs.values())
+    if not names:
+        return {}
+    try:
+        done = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        raise StackError("the docker command is not installed on this machine", hint="./scripts/bootstrap") from None
+    ids = done.stdout.split()
+    if done.returncode == 0 and len(ids) == len(names):
+        return dict(zip(refs, ids, strict=True))
     for service, ref in refs.items():
-        try:
-            ids[service] = client.images.get(ref).id
-        except sdk.errors.ImageNotFound:
-            raise StackError(
-                f"image {ref} of service {service} is not on this machine", hint="build it first"
-            ) from None
-    return ids
+        if f"No such image: {ref}" in done.stderr:
+            raise StackError(f"image {ref} of service {service} is not on this machine", hint="build it first")
+    lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
+    raise StackError(f"docker image inspect failed: {lines[-1][:200]}", hint="is the local Docker engine running?")
 
 
 def host_image_ids(host: Host, refs: Mapping[str, str]) -> dict[str, str]:
@@ -193,7 +198,7 @@ def build_stack_images(
             files = compose_files(directory)
             build_locally(compose_bin, directory, files, rendered)
             refs = {name: service.image for name, service in stack.services.items() if service.builds}
-            local_image_ids(client, refs)  # every image is really there
+            local_image_ids(refs)  # every image is really there
     finally:
         client.close()
     reporter.step("local", "build images", OK, f"{len(refs)} images of {directory.name}")

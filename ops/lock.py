@@ -135,29 +135,51 @@ class DeployLock:
         self._sleep = sleep
 
     def acquire(self) -> None:
+        """Take the first host's lock (in the fixed order), then the others' all at once.
+
+        The first host decides between two deploys started together: the loser fails (or waits)
+        there before it holds anything. A failure on any other host releases what was taken."""
         deadline = self._clock() + self.wait_seconds
-        for host in self.hosts:
-            while True:
-                holder = try_acquire(host, self.project, self.info)
-                if holder is None:
-                    self.held.append(host)
-                    break
-                if holder.held_by_dead_process_here():
-                    # Our own earlier run was killed (Ctrl-C twice, SSH drop): its lock is provably
-                    # abandoned, so take it over instead of asking a person to force it.
-                    release(host, self.project, holder.token)
-                    self.taken_over.append(f"{host.name}: {holder.describe()}")
-                    continue
-                if self._clock() >= deadline:
-                    self.release()
-                    stale = holder.age_seconds() > DEFAULT_TTL if holder.since else False
-                    hint = (
-                        "the lock is STALE; if no deploy runs, release it: inv lock.release --force"
-                        if stale
-                        else "wait for it (--lock-wait SECONDS) or ask the holder"
-                    )
-                    raise LockError(holder.describe(), where=host.name, hint=hint)
-                self._sleep(1.0)
+        first, rest = self.hosts[:1], self.hosts[1:]
+        for host in first:
+            self._take(host, deadline)  # holds nothing else yet: a failure leaves no lock behind
+        if not rest:
+            return
+        with ThreadPoolExecutor(max_workers=len(rest)) as pool:
+            failures = [error for error in pool.map(lambda host: self._try_take(host, deadline), rest) if error]
+        if failures:  # every attempt has ended: release exactly what was taken
+            self.release()
+            raise failures[0]
+
+    def _try_take(self, host: Host, deadline: float) -> OpsError | None:
+        try:
+            self._take(host, deadline)
+        except OpsError as error:
+            return error
+        return None
+
+    def _take(self, host: Host, deadline: float) -> None:
+        """Take one host's lock, waiting until the deadline; raises LockError naming the holder."""
+        while True:
+            holder = try_acquire(host, self.project, self.info)
+            if holder is None:
+                self.held.append(host)
+                return
+            if holder.held_by_dead_process_here():
+                # Our own earlier run was killed (Ctrl-C twice, SSH drop): its lock is provably
+                # abandoned, so take it over instead of asking a person to force it.
+                release(host, self.project, holder.token)
+                self.taken_over.append(f"{host.name}: {holder.describe()}")
+                continue
+            if self._clock() >= deadline:
+                stale = holder.age_seconds() > DEFAULT_TTL if holder.since else False
+                hint = (
+                    "the lock is STALE; if no deploy runs, release it: inv lock.release --force"
+                    if stale
+                    else "wait for it (--lock-wait SECONDS) or ask the holder"
+                )
+                raise LockError(holder.describe(), where=host.name, hint=hint)
+            self._sleep(1.0)
 
     def release(self) -> None:
         """Release every lock we hold (all hosts at once); a broken connection is reopened once

@@ -392,10 +392,9 @@ class Fleet:
             return FleetResult(list(pool.map(one, self.hosts)))
 
     def open_connections(self) -> None:
-        """Open every host's SSH connection at once, so the handshakes overlap before work that
-        goes host by host (the lock). A host that cannot be reached fails its first command."""
-        if len(self.hosts) > 1:
-            self.map(lambda host: host.runner.ssh_client())
+        """Open every host's SSH connection at once, so the handshakes overlap each other and
+        whatever runs meanwhile. A host that cannot be reached fails its first command."""
+        self.map(lambda host: host.runner.ssh_client())
 
     def close(self) -> None:
         for host in self.hosts:

@@ -15,12 +15,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import docker  # type: ignore[import-untyped]  # the SDK ships no type hints
+from typing import TYPE_CHECKING
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import StackError
 from ops.lab import find_image
+
+if TYPE_CHECKING:
+    import docker
 
 TOOLBOX_IMAGE = "opskit/toolbox:trixie"
 BASE_IMAGE = "debian:trixie-slim"
@@ -54,11 +56,15 @@ class ConfigCheck:
 
 
 def _local_client() -> docker.DockerClient:
+    import docker
+
     return docker.from_env(version="auto", timeout=300)
 
 
 def ensure_toolbox_image(client: docker.DockerClient, reporter: Reporter) -> str:
     """Build the toolbox image once (rebuilt only when its recipe changes); returns its name."""
+    import docker
+
     image = find_image(client, TOOLBOX_IMAGE)
     if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
         reporter.step("local", "toolbox image", OK, TOOLBOX_IMAGE)
@@ -113,6 +119,8 @@ def ensure_compose(checkout: Path, reporter: Reporter) -> Path:
     if target.is_file() and os.access(target, os.X_OK):
         reporter.step("local", "docker-compose", OK, str(target))
         return target
+    import docker  # only now: the fast path above needs no SDK
+
     try:
         client = _local_client()
     except docker.errors.DockerException as error:
@@ -182,6 +190,8 @@ def check_stack_configs(stack_dir: Path, client: docker.DockerClient) -> list[Co
     the caller decides. StackError means the checking itself could not happen. The client must
     be the local engine, since the stack is bind-mounted from this machine's filesystem.
     """
+    import docker
+
     stack_dir = stack_dir.resolve()
     if not stack_dir.is_dir():
         raise StackError(f"no stack directory at {stack_dir}")

@@ -155,12 +155,16 @@ def releases(c: Context, env: str | None = None, json: bool = False) -> None:
             current, items = outcome.value
             for item in reversed(items):
                 mark = "[green]*[/]" if item["id"] == current else ""
+                # release.json says "active" once a release has passed its gate; only one is current
+                status = (
+                    "current" if item["id"] == current else "passed" if item["status"] == "active" else item["status"]
+                )
                 table.add_row(
                     outcome.host,
                     mark,
                     str(item["id"]),
                     str(item["version"]),
-                    str(item["status"]),
+                    str(status),
                     str(item["git_commit"]),
                     str(item["who"]),
                 )

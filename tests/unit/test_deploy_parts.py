@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ops.audit import AuditRecord
 from ops.config import HostSpec, load_environment
-from ops.deploy import _batches, _rollback_target
+from ops.deploy import _batches, _rollback_target, releases_to_prune
 from ops.errors import DeployError, LockError
 from ops.health import summary_state
 from ops.images import build_if_changed
@@ -149,6 +148,26 @@ def test_rollback_skips_a_release_identical_to_the_current_one() -> None:
     v2a = Release("2-v2", "v2", "abc", "me", "t", ("compose.yaml",), {"web": "sha256:2"}, {"web": "p2"})
     v2b = Release("3-v2", "v2", "abc", "me", "t", ("compose.yaml",), {"web": "sha256:2"}, {"web": "p2"})
     assert _rollback_target([v1, v2a, v2b], "3-v2", None, host).id == "1-v1"
+    with pytest.raises(DeployError, match="same version and images as the current one"):
+        _rollback_target([v2a, v2b], "3-v2", None, host)
+
+
+def test_prune_keeps_the_newest_distinct_releases_and_the_current_one() -> None:
+    def made(release_id: str, content: str, status: str = "active") -> Release:
+        return Release(
+            release_id, release_id[2:], "abc", "me", "t", ("compose.yaml",), {"web": content}, {}, (), status, content
+        )
+
+    # deploy v2 and roll back to v1, five times over: every v2 release is the same
+    history = [made("1-v1", "one"), *(made(f"{n}-v2", "two") for n in range(2, 7)), made("7-v3", "three", "failed")]
+    removed = releases_to_prune(history, "1-v1", keep=5)
+    assert [r.id for r in removed] == ["2-v2", "3-v2", "4-v2", "5-v2"]  # v1 stays to roll back to
+    assert [r.id for r in releases_to_prune(history, "6-v2", keep=1)] == ["1-v1", "2-v2", "3-v2", "4-v2", "5-v2"]
+    assert [r.id for r in releases_to_prune(history, "3-v2", keep=2)] == ["1-v1", "2-v2", "4-v2", "5-v2"]
+    # a failed release takes no place of one to roll back to, and goes once older than those
+    failed_first = [made("0-v0", "zero", "failed"), *history]
+    assert [r.id for r in releases_to_prune(failed_first, "6-v2", keep=1)][:2] == ["0-v0", "1-v1"]
+    assert "7-v3" not in [r.id for r in releases_to_prune(failed_first, "6-v2", keep=1)]
 
 
 def test_a_lock_left_by_a_killed_process_here_is_taken_over() -> None:
@@ -177,36 +196,22 @@ def _stack(tmp_path: Path, web_args: dict[str, str]) -> Stack:
     return Stack(tmp_path, ("compose.yaml",), {"web": web, "redis": redis})
 
 
-class FakeImages:
-    """The local engine as build_if_changed sees it: image names to IDs."""
-
-    def __init__(self, ids: dict[str, str]):
-        self.ids = ids
-
-    def get(self, ref: str) -> Any:
-        import docker
-
-        if ref not in self.ids:
-            raise docker.errors.ImageNotFound(ref)
-        return type("Image", (), {"id": self.ids[ref]})()
-
-
 def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ops.images
 
     builds: list[Path] = []
-    images = FakeImages({"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis"})
+    images = {"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis"}  # the local engine's tags
     monkeypatch.setattr(ops.images, "build_locally", lambda *args: builds.append(args[1]))
-    client: Any = type("Client", (), {"images": images})()
+    monkeypatch.setattr(ops.images, "local_image_ids", lambda refs: {s: images[ref] for s, ref in refs.items()})
     stamps = tmp_path / ".opskit" / "builds.json"
     (tmp_path / "stack").mkdir()
     stack = _stack(tmp_path / "stack", {"APP_VERSION": "v1"})
 
     def build(stack: Stack) -> bool:
-        ids, built = build_if_changed(Path("compose"), stack, Path(".env"), stamps, client)
-        assert ids == {"web": images.ids["demo/web:v1"], "redis": "sha256:redis"}
+        ids, built = build_if_changed(Path("compose"), stack, Path(".env"), stamps)
+        assert ids == {"web": images["demo/web:v1"], "redis": "sha256:redis"}
         return built
 
     assert build(stack) is True  # nothing recorded yet
@@ -215,7 +220,7 @@ def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
     assert build(stack) is True  # a file of the build context changed
     assert build(_stack(stack.directory, {"APP_VERSION": "v2"})) is True  # a build argument changed
     assert build(stack) is False  # the earlier inputs are still recorded
-    images.ids["demo/web:v1"] = "sha256:retagged"
+    images["demo/web:v1"] = "sha256:retagged"
     assert build(stack) is True  # someone re-tagged the image: build again
     assert len(builds) == 4
 
@@ -265,3 +270,12 @@ def test_the_current_release_is_read_in_one_round_trip() -> None:
     assert len(runner.commands) == 1
     missing = FakeRunner({"readlink": (1, "No such file")})
     assert ReleaseStore(Host(HostSpec("a"), missing), "demo").current() is None
+
+
+def test_a_lock_held_on_one_of_three_hosts_leaves_none_taken() -> None:
+    other = LockInfo("bob@laptop", "2026-11-23T10:00:00+00:00", "deploy v8", "b0b")
+    hosts = [Host(HostSpec("a"), LockHost()), Host(HostSpec("b"), LockHost(other)), Host(HostSpec("c"), LockHost())]
+    with pytest.raises(LockError) as raised:
+        DeployLock(hosts, "demo", "deploy v2").acquire()
+    assert raised.value.one_line().startswith("b: locked by bob@laptop")
+    assert [host.runner.lock is None for host in hosts] == [True, False, True]  # type: ignore[attr-defined]

@@ -362,17 +362,24 @@ def _converge_unchanged(
     reporter: Reporter,
 ) -> HostReport | None:
     """The host's current release already is this one (same files, .env and image IDs): no new
-    release directory; `compose up` it again so whatever drifted converges, and gate it.
+    release directory. When every container already runs it as compose would, nothing is done;
+    otherwise the images are brought, `compose up` converges what drifted, and the gate runs.
     None when the images turn out to differ (a new release is needed after all)."""
-    ids, sent = _bring_images(host, env, prepared, store, current, reporter)
-    if ids != current.images:
-        return None
+    report = HostReport(host.name, "failed", current.id, current.id)
+    # Sending: the release recorded the IDs of the images this machine has now; the host is asked
+    # for its images only when something drifted.
+    known = image_source(env) == "send" and prepared.local_ids == current.images
+    if not known:
+        ids, report.images_sent = _bring_images(host, env, prepared, store, current, reporter)
+        if ids != current.images:
+            return None
     reporter.step(host.name, "release", OK, f"unchanged: {current.id} has the same files, .env and images")
-    report = HostReport(host.name, "failed", current.id, current.id, images_sent=sent)
     if _runs_as_compose_would(host, store, current, prepared.stack):
         reporter.step(host.name, "compose up", OK, "every container runs this release as compose would, healthy")
         report.result = "unchanged"
         return report
+    if known:
+        _, report.images_sent = _bring_images(host, env, prepared, store, current, reporter)
     try:
         _run_release(host, env, store, current, timeout, reporter)
     except (HealthGateError, HostError, DeployError) as error:

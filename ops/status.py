@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from ops.config import Environment
 from ops.errors import AuthenticationError, OpsError
+from ops.releases import PIN_REPOSITORY
 from ops.remote import Fleet, Host, SSHRunner
 
 FACTS_SCRIPT = r"""
@@ -59,6 +60,9 @@ ids=$(docker ps -aq --filter label=com.docker.compose.project=$P 2>/dev/null)
 [ -n "$ids" ] || exit 0
 docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{.State.Pid}}|{{.State.OOMKilled}}' $ids > /tmp/.opskit-status.$$
 cat /tmp/.opskit-status.$$
+images=$(awk -F'|' '{print $4}' /tmp/.opskit-status.$$ | sort -u)
+echo "images="$images
+docker image inspect -f 'tags={{join .RepoTags " "}}' $images 2>/dev/null
 pids=$(awk -F'|' '$5 == "running" {print $10}' /tmp/.opskit-status.$$)
 rm -f /tmp/.opskit-status.$$
 sample() {
@@ -164,9 +168,15 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
     release = lock = ""
     rows: list[list[str]] = []
     samples: dict[tuple[str, str], list[int]] = {}  # (round, pid) -> memory, inactive, cpu ns, time ns
+    images: list[str] = []
+    tags: list[list[str]] = []  # each image's tags, in the order of images
     for line in text.splitlines():
         key, _, value = line.partition("=")
-        if key == "release":
+        if key == "images":
+            images = value.split()
+        elif key == "tags":
+            tags.append(value.split())
+        elif key == "release":
             release = value.strip()
         elif key == "lock" and value.strip():
             try:
@@ -180,11 +190,17 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
             fields = value.split("|")
             if len(fields) == 6:
                 samples[(fields[0], fields[1])] = [int(f) if f.isdigit() else 0 for f in fields[2:]]
+    # A release runs its images under pin tags (opskit-pin/...:<id>); show the name a person gave.
+    given = {}
+    if len(tags) == len(images):
+        for image, names in zip(images, tags, strict=True):
+            given[image] = next((name for name in names if not name.startswith(PIN_REPOSITORY + "/")), image)
     containers = []
     for fields in rows:
         if len(fields) < 11:
             continue
         _, name, service, image, state, health, restarts, started, limit, pid, oom = fields[:11]
+        image = given.get(image, image)
         first, second = samples.get(("1", pid)), samples.get(("2", pid))
         memory = cpu = 0.0
         if second:

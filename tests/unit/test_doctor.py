@@ -106,8 +106,11 @@ def test_status_parses_the_stack_per_container() -> None:
     text = (
         "release=20261123-105128-v1\n"
         'lock={"holder": "ann@laptop", "since": "2026-11-23T10:00:00+00:00", "reason": "deploy"}\n'
-        "container=abc123def|/demo-web-1|web|opskit-demo/web:v1|running|healthy|2|2026-11-23T10:00:00.123456789Z|134217728|55|false\n"
-        "container=fff000|/demo-redis-1|redis|opskit-demo/redis:1|exited||0|2026-11-23T09:00:00Z|0|0|false\n"
+        "container=abc123def|/demo-web-1|web|opskit-pin/demo-web:4825a0c9|running|healthy|2|2026-11-23T10:00:00.123456789Z|134217728|55|false\n"
+        "container=fff000|/demo-redis-1|redis|opskit-pin/demo-redis:6b9d584e|exited||0|2026-11-23T09:00:00Z|0|0|false\n"
+        "images=opskit-pin/demo-redis:6b9d584e opskit-pin/demo-web:4825a0c9\n"
+        "tags=opskit-demo/redis:1 opskit-pin/demo-redis:6b9d584e\n"
+        "tags=opskit-pin/demo-web:4825a0c9 opskit-demo/web:v1\n"
         "cgroup=1|55|13000000|0|5000000000|1000000000\n"
         "cgroup=2|55|13107200|0|5004500000|1300000000\n"
     )
@@ -116,6 +119,7 @@ def test_status_parses_the_stack_per_container() -> None:
     assert lock.startswith("held by ann@laptop")
     redis, web = containers
     assert (web.service, web.health, web.restarts, web.uptime_seconds) == ("web", "healthy", 2, 300)
+    assert (web.image, redis.image) == ("opskit-demo/web:v1", "opskit-demo/redis:1")  # not the pin tags
     assert (web.cpu_percent, web.memory_bytes, web.memory_limit_bytes) == (1.5, 13107200, 134217728)
     assert web.memory_percent == 9.8
     assert (redis.state, redis.uptime_seconds, redis.memory_bytes) == ("exited", 0, 0)

@@ -185,6 +185,12 @@ KEYS: dict[str, Key] = {
     "BACKUP_DIR": Key(
         _text, "", "snapshot directory on this machine (default backups/<env>, relative to the repository)"
     ),
+    "BACKUP_TARGET": Key(
+        _choice("local", "host"), "local", "where archives go: local (BACKUP_DIR here) or host (BACKUP_HOST_DIR)"
+    ),
+    "BACKUP_HOST_DIR": Key(
+        _text, "", "snapshot directory on each host for BACKUP_TARGET=host (default /var/backups/opskit/<env>)"
+    ),
     "BACKUP_INCLUDE": Key(_words, "", "volumes to back up (compose names, e.g. redis-data); default all"),
     "BACKUP_EXCLUDE": Key(_words, "", "volumes never backed up"),
     "BACKUP_COMPRESSION": Key(_choice("zstd", "gzip"), "zstd", "archive compression on the host: zstd or gzip"),

@@ -43,6 +43,9 @@ PARTIAL = ".partial"
 FORMAT = 1
 CHUNK = 1 << 20
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz"}
+# zstd -1: on a 2-core host compression is the bottleneck of a backup; -1 is the fastest level that
+# still compresses text well (benchmarks/backup.py). BACKUP_LEVEL raises it.
+DEFAULT_LEVEL = 1
 
 
 # --- facts: what a host has --------------------------------------------------------------------
@@ -177,7 +180,7 @@ def select_volumes(volumes: Iterable[VolumeFact], include: Sequence[str], exclud
     return sorted(chosen, key=lambda v: v.key)
 
 
-def compressor(compression: str, level: int = 3) -> str:
+def compressor(compression: str, level: int = DEFAULT_LEVEL) -> str:
     if compression == "gzip":
         # pigz compresses on every core when the host has it.
         return f"{{ if command -v pigz >/dev/null; then pigz -c -{min(level, 9)}; else gzip -c -{min(level, 9)}; fi; }}"
@@ -194,12 +197,12 @@ def as_root(script: str, user: str) -> str:
     return wrapped if user == "root" else f"sudo -n {wrapped}"
 
 
-def tar_command(directory: str, compression: str, user: str, level: int = 3) -> str:
+def tar_command(directory: str, compression: str, user: str, level: int = DEFAULT_LEVEL) -> str:
     """Stream a directory's contents as a compressed tar on stdout (owners kept as numbers)."""
     return as_root(f"tar -C {shlex.quote(directory)} --numeric-owner -cf - . | {compressor(compression, level)}", user)
 
 
-def pg_dump_command(container: str, compression: str, level: int = 3) -> str:
+def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL) -> str:
     """Every database of a PostgreSQL container as one SQL stream (pg_dumpall: roles and all dbs)."""
     dump = 'pg_dumpall -U "${POSTGRES_USER:-postgres}" --clean --if-exists'
     return f"bash -c {shlex.quote(f'set -o pipefail; docker exec {shlex.quote(container)} sh -c {shlex.quote(dump)} | ' + compressor(compression, level))}"
@@ -913,7 +916,7 @@ def archive_volume(
     snapshot_id: str,
     reporter: Reporter,
     *,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
     timeout: float = 300,
     release: str = "",
     encrypted: bool = False,
@@ -1011,7 +1014,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     compression = options.compression or str(env.settings.get("BACKUP_COMPRESSION") or "zstd")
     if compression not in EXTENSIONS:
         raise BackupError(f"unknown compression {compression!r}", hint="zstd or gzip")
-    level = int(env.settings.get("BACKUP_LEVEL") or 3)  # type: ignore[call-overload]
+    level = int(env.settings.get("BACKUP_LEVEL") or DEFAULT_LEVEL)  # type: ignore[call-overload]
     timeout = float(env.settings.get("BACKUP_TIMEOUT") or 300)  # type: ignore[arg-type]
     include = list(options.volumes or env.settings.get("BACKUP_INCLUDE") or ())  # type: ignore[call-overload]
     exclude = list(env.settings.get("BACKUP_EXCLUDE") or ())  # type: ignore[call-overload]

@@ -154,7 +154,8 @@ def test_postgres_plan_dumps_every_database_through_the_container() -> None:
 def test_tar_command_streams_to_stdout_with_sudo_unless_root() -> None:
     as_deploy = tar_command("/v/_data", "zstd", "deploy")
     assert as_deploy.startswith("sudo -n bash -c ") and "tar -C /v/_data --numeric-owner -cf - ." in as_deploy
-    assert "zstd -q -c -T0 -3" in as_deploy and "pipefail" in as_deploy
+    assert "zstd -q -c -T0 -1" in as_deploy and "pipefail" in as_deploy  # the default level is 1 (speed)
+    assert "zstd -q -c -T0 -6" in tar_command("/v/_data", "zstd", "deploy", 6)
     assert not tar_command("/v/_data", "gzip", "root").startswith("sudo")
     assert "gzip -c" in tar_command("/v/_data", "gzip", "root")
 

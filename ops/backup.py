@@ -43,6 +43,9 @@ PARTIAL = ".partial"
 FORMAT = 1
 CHUNK = 1 << 20
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz"}
+# zstd -1: on a 2-core host compression is the bottleneck of a backup; -1 is the fastest level that
+# still compresses text well (benchmarks/backup.py). BACKUP_LEVEL raises it.
+DEFAULT_LEVEL = 1
 
 
 # --- facts: what a host has --------------------------------------------------------------------
@@ -177,7 +180,7 @@ def select_volumes(volumes: Iterable[VolumeFact], include: Sequence[str], exclud
     return sorted(chosen, key=lambda v: v.key)
 
 
-def compressor(compression: str, level: int = 3) -> str:
+def compressor(compression: str, level: int = DEFAULT_LEVEL) -> str:
     if compression == "gzip":
         # pigz compresses on every core when the host has it.
         return f"{{ if command -v pigz >/dev/null; then pigz -c -{min(level, 9)}; else gzip -c -{min(level, 9)}; fi; }}"
@@ -194,12 +197,12 @@ def as_root(script: str, user: str) -> str:
     return wrapped if user == "root" else f"sudo -n {wrapped}"
 
 
-def tar_command(directory: str, compression: str, user: str, level: int = 3) -> str:
+def tar_command(directory: str, compression: str, user: str, level: int = DEFAULT_LEVEL) -> str:
     """Stream a directory's contents as a compressed tar on stdout (owners kept as numbers)."""
     return as_root(f"tar -C {shlex.quote(directory)} --numeric-owner -cf - . | {compressor(compression, level)}", user)
 
 
-def pg_dump_command(container: str, compression: str, level: int = 3) -> str:
+def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL) -> str:
     """Every database of a PostgreSQL container as one SQL stream (pg_dumpall: roles and all dbs)."""
     dump = 'pg_dumpall -U "${POSTGRES_USER:-postgres}" --clean --if-exists'
     return f"bash -c {shlex.quote(f'set -o pipefail; docker exec {shlex.quote(container)} sh -c {shlex.quote(dump)} | ' + compressor(compression, level))}"
@@ -279,6 +282,7 @@ class Snapshot:
     project: str = ""
     archives: list[ArchiveRecord] = field(default_factory=list)
     hosts: dict[str, dict[str, str]] = field(default_factory=dict)
+    host_dir: str = ""  # BACKUP_TARGET=host: the archives are in <host_dir>/<id>/ on each host, not here
 
     @property
     def created_at(self) -> datetime:
@@ -304,6 +308,8 @@ class Snapshot:
             "project": self.project,
             "bytes": self.bytes,
             "hosts": self.hosts,
+            "target": "host" if self.host_dir else "local",
+            "host_dir": self.host_dir,
             "archives": [record.as_dict() for record in self.archives],
         }
 
@@ -351,6 +357,7 @@ def read_snapshot(path: Path) -> Snapshot:
         project=str(data.get("project", "")),
         archives=[ArchiveRecord.from_dict(item) for item in data.get("archives", [])],
         hosts=dict(data.get("hosts", {})),
+        host_dir=str(data.get("host_dir", "")),
     )
 
 
@@ -604,6 +611,197 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else "no output"
 
 
+# --- targets: where archives are written and read back from ---------------------------------------
+
+
+def disk_full(name: str, where: str, setting: str) -> BackupError:
+    return BackupError(
+        f"target disk full while writing {name}; the partial archive was removed",
+        where=where,
+        hint=f"free space or set {setting} elsewhere; earlier snapshots are untouched",
+    )
+
+
+class ArchiveStore:
+    """Where a snapshot's archives live. Paths are `<snapshot id>/<host dir>/<archive>`; during a
+    backup the snapshot directory is `<id>.partial`. The manifest and BACKUP_INFO.md are always
+    written on this machine too (the catalogue list and prune read)."""
+
+    def begin(self, host: Host, snapshot_id: str, relative_dir: str) -> None:
+        """Make the host's directory in the partial snapshot."""
+
+    def write(
+        self, host: Host, command: str, snapshot_id: str, relative: str, progress: Callable[[int], None]
+    ) -> tuple[int, str]:
+        """Run command on the host and store its stdout as the archive; (bytes, sha256)."""
+        raise NotImplementedError
+
+    def checksum(
+        self, host: Host | None, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter
+    ) -> tuple[int, str] | None:
+        """(bytes, sha256) of a stored archive; None when it is missing."""
+        raise NotImplementedError
+
+    def feed(
+        self, host: Host, command: str, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter, what: str
+    ) -> None:
+        """Run command on the host with the archive's (plaintext) bytes on its stdin."""
+        raise NotImplementedError
+
+    def finish(self, hosts: Sequence[Host], snapshot_id: str, files: dict[str, str]) -> None:
+        """Mark the snapshot complete wherever its archives are (before the catalogue is)."""
+
+    def discard(self, hosts: Sequence[Host], snapshot_id: str, *, partial: bool) -> None:
+        """Remove a snapshot's archives (a failed backup's partial one, or a pruned one)."""
+
+
+class LocalStore(ArchiveStore):
+    """A directory on this machine (BACKUP_DIR): archives stream from the host over SSH."""
+
+    def __init__(self, base: Path, identity: Path | None = None, encrypt_to: list[str] | None = None):
+        self.base = base
+        self.identity = identity
+        self.encrypt_to = encrypt_to
+
+    def write(
+        self, host: Host, command: str, snapshot_id: str, relative: str, progress: Callable[[int], None]
+    ) -> tuple[int, str]:
+        path = self.base / f"{snapshot_id}{PARTIAL}" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.encrypt_to:
+                age = _AgeSink(path, self.encrypt_to)
+                try:
+                    stream_from_host(host, command, age, progress)  # type: ignore[arg-type]
+                except BaseException:
+                    age.abort()
+                    raise
+                age.close()
+                return path.stat().st_size, sha256_file(path)
+            with path.open("wb") as sink:
+                size, digest, _ = stream_from_host(host, command, sink, progress)
+                sink.flush()
+                os.fsync(sink.fileno())
+            return size, digest
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            if error.errno == errno.ENOSPC:
+                raise disk_full(path.name, str(self.base), "BACKUP_DIR") from None
+            raise BackupError(f"cannot write {path}: {error.strerror or error}", where=host.name) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def checksum(
+        self, host: Host | None, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter
+    ) -> tuple[int, str] | None:
+        path = snapshot.path / record.archive
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        return size, sha256_file(path, reporter.transfer("local", f"sha256 {record.archive}", size))
+
+    def feed(
+        self, host: Host, command: str, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter, what: str
+    ) -> None:
+        path = snapshot.path / record.archive
+        progress = reporter.transfer(host.name, f"{what} {record.volume}", path.stat().st_size)
+        with plaintext(path, record, self.identity) as reader:
+            stream_to_host(host, command, reader, progress)
+
+
+class HostStore(ArchiveStore):
+    """A directory on each host (BACKUP_TARGET=host, BACKUP_HOST_DIR): tar | zstd | sha256 run on
+    the host and the archive never leaves it; verify and restore read it there."""
+
+    def __init__(self, base: str):
+        self.base = base.rstrip("/") or "/"
+
+    def path(self, snapshot_id: str, relative: str = "", *, partial: bool = False) -> str:
+        directory = f"{self.base}/{snapshot_id}{PARTIAL if partial else ''}"
+        return f"{directory}/{relative}" if relative else directory
+
+    def begin(self, host: Host, snapshot_id: str, relative_dir: str) -> None:
+        directory = self.path(snapshot_id, relative_dir, partial=True)
+        made = host.run(as_root(f"mkdir -p {shlex.quote(directory)}", host.spec.user), check=False)
+        if not made.ok:
+            raise BackupError(
+                f"cannot create {directory}: {_last_line(made.stderr or made.stdout)}",
+                where=host.name,
+                hint="check BACKUP_HOST_DIR",
+            )
+
+    def write(
+        self, host: Host, command: str, snapshot_id: str, relative: str, progress: Callable[[int], None]
+    ) -> tuple[int, str]:
+        path = shlex.quote(self.path(snapshot_id, relative, partial=True))
+        # The archive is written and hashed on the host in one pass; nothing comes back but the sum.
+        script = f"{command} | tee {path} | sha256sum && stat -c %s {path}"
+        result = host.run(as_root(script, host.spec.user), check=False, timeout=None)
+        lines = result.stdout.split()
+        if not result.ok or len(lines) < 3:
+            host.run(as_root(f"rm -f {path}", host.spec.user), check=False)
+            output = result.stderr or result.stdout
+            if "no space left" in output.lower():
+                raise disk_full(relative.rsplit("/", 1)[-1], f"{host.name}:{self.base}", "BACKUP_HOST_DIR")
+            raise BackupError(f"archive command exited {result.exit_code}: {_last_line(output)}", where=host.name)
+        size = int(lines[-1])
+        progress(size)
+        return size, lines[0]
+
+    def checksum(
+        self, host: Host | None, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter
+    ) -> tuple[int, str] | None:
+        assert host is not None
+        path = shlex.quote(self.path(snapshot.id, record.archive))
+        result = host.run(as_root(f"stat -c %s {path} && sha256sum < {path}", host.spec.user), check=False)
+        lines = result.stdout.split()
+        if not result.ok or len(lines) < 2:
+            return None
+        return int(lines[0]), lines[1]
+
+    def feed(
+        self, host: Host, command: str, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter, what: str
+    ) -> None:
+        path = shlex.quote(self.path(snapshot.id, record.archive))
+        result = host.run(as_root(f"{command} < {path}", host.spec.user), check=False, timeout=None)
+        if not result.ok:
+            raise BackupError(f"{what} exited {result.exit_code}: {_last_line(result.stderr or result.stdout)}")
+        reporter.transfer(host.name, f"{what} {record.volume}", record.bytes)(record.bytes)
+
+    def finish(self, hosts: Sequence[Host], snapshot_id: str, files: dict[str, str]) -> None:
+        partial, final = self.path(snapshot_id, partial=True), self.path(snapshot_id)
+        for host in hosts:
+            for name, text in files.items():
+                host.run(as_root(f"cat > {shlex.quote(f'{partial}/{name}')}", host.spec.user), stdin=text)
+            host.run(as_root(f"sync && mv -T {shlex.quote(partial)} {shlex.quote(final)}", host.spec.user))
+
+    def discard(self, hosts: Sequence[Host], snapshot_id: str, *, partial: bool) -> None:
+        path = shlex.quote(self.path(snapshot_id, partial=partial))
+        for host in hosts:
+            host.run(as_root(f"rm -rf {path}", host.spec.user), check=False)
+
+
+def snapshot_store(env: Environment, snapshot: Snapshot) -> ArchiveStore:
+    """Where a snapshot's archives are read back from (its manifest says)."""
+    if snapshot.host_dir:
+        return HostStore(snapshot.host_dir)
+    return LocalStore(snapshot.path.parent, identity=age_identity(env))
+
+
+def host_store(env: Environment, target: str | None = None) -> HostStore | None:
+    """The host target when BACKUP_TARGET (or --target) says host; None for the local directory."""
+    chosen = (target or str(env.settings.get("BACKUP_TARGET") or "local")).lower()
+    if chosen not in ("local", "host"):
+        raise BackupError(f"unknown backup target {chosen!r}", hint="local (BACKUP_DIR) or host (BACKUP_HOST_DIR)")
+    if chosen == "local":
+        return None
+    base = str(env.settings.get("BACKUP_HOST_DIR") or f"/var/backups/opskit/{env.name}")
+    if not base.startswith("/") or base.rstrip("/") in ("", "/"):
+        raise BackupError(f"BACKUP_HOST_DIR {base!r} is not an absolute directory", where=str(env.file.name))
+    return HostStore(base)
+
+
 # --- backup ------------------------------------------------------------------------------------
 
 
@@ -612,6 +810,7 @@ class BackupOptions:
     hosts: list[str] | None = None
     volumes: list[str] | None = None  # limit to these (compose or engine names)
     compression: str | None = None  # default from BACKUP_COMPRESSION
+    target: str | None = None  # local | host; default from BACKUP_TARGET
 
 
 def _wait_redis_save(host: Host, container: str, timeout: float) -> None:
@@ -713,22 +912,22 @@ class _AgeSink:
 def archive_volume(
     host: Host,
     plan: VolumePlan,
-    directory: Path,
+    store: ArchiveStore,
+    snapshot_id: str,
     reporter: Reporter,
     *,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
     timeout: float = 300,
     release: str = "",
-    encrypt_to: list[str] | None = None,
+    encrypted: bool = False,
 ) -> ArchiveRecord:
-    """Archive one volume into directory (recipes and hooks around it); the partial file goes on failure."""
+    """Archive one volume into the store (recipes and hooks around it); the partial file goes on failure."""
     started = time.monotonic()
     user = host.spec.user
-    where = f"{host.name} {plan.volume.key}"
     source = plan.volume.mountpoint
     cleanup = ""
     stopped: list[str] = []
-    path = directory / (plan.archive_name + (".age" if encrypt_to else ""))
+    relative = f"{_host_dirname(host.name)}/{plan.archive_name}{'.age' if encrypted else ''}"
     try:
         _run_hooks(host, plan.pre, "pre", reporter)
         for container in plan.stop:
@@ -749,33 +948,7 @@ def archive_volume(
         elif plan.recipe == "postgres":
             command = pg_dump_command(plan.recipe_container, plan.compression, level)
         progress = reporter.transfer(host.name, plan.volume.key)
-        try:
-            if encrypt_to:
-                age = _AgeSink(path, encrypt_to)
-                try:
-                    stream_from_host(host, command, age, progress)  # type: ignore[arg-type]
-                except BaseException:
-                    age.abort()
-                    raise
-                age.close()
-                size, digest = path.stat().st_size, sha256_file(path)
-            else:
-                with path.open("wb") as sink:
-                    size, digest, _ = stream_from_host(host, command, sink, progress)
-                    sink.flush()
-                    os.fsync(sink.fileno())
-        except OSError as error:
-            path.unlink(missing_ok=True)
-            if error.errno == errno.ENOSPC:
-                raise BackupError(
-                    f"target disk full while writing {path.name} ({error.strerror}); the partial archive was removed",
-                    where=str(directory.parent),
-                    hint="free space or set BACKUP_DIR elsewhere; earlier snapshots are untouched",
-                ) from None
-            raise BackupError(f"cannot write {path}: {error.strerror or error}", where=where) from None
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        size, digest = store.write(host, command, snapshot_id, relative, progress)
     finally:
         if cleanup:
             host.run(as_root(f"rm -rf {shlex.quote(cleanup)}", user), check=False)
@@ -800,13 +973,13 @@ def archive_volume(
         volume_name=plan.volume.name,
         services=plan.services,
         recipe=plan.recipe,
-        archive=str(path.relative_to(directory.parent)),
+        archive=relative,
         compression=plan.compression,
         bytes=size,
         sha256=digest,
         seconds=round(seconds, 2),
         release=release,
-        encrypted="age" if encrypt_to else "",
+        encrypted="age" if encrypted else "",
     )
 
 
@@ -841,15 +1014,23 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     compression = options.compression or str(env.settings.get("BACKUP_COMPRESSION") or "zstd")
     if compression not in EXTENSIONS:
         raise BackupError(f"unknown compression {compression!r}", hint="zstd or gzip")
-    level = int(env.settings.get("BACKUP_LEVEL") or 3)  # type: ignore[call-overload]
+    level = int(env.settings.get("BACKUP_LEVEL") or DEFAULT_LEVEL)  # type: ignore[call-overload]
     timeout = float(env.settings.get("BACKUP_TIMEOUT") or 300)  # type: ignore[arg-type]
     include = list(options.volumes or env.settings.get("BACKUP_INCLUDE") or ())  # type: ignore[call-overload]
     exclude = list(env.settings.get("BACKUP_EXCLUDE") or ())  # type: ignore[call-overload]
     recipient = str(env.settings.get("BACKUP_AGE_RECIPIENT") or "")
     encrypt_to = age_recipient_args(recipient, env.root) if recipient else None
+    on_host = host_store(env, options.target)
+    if encrypt_to and on_host:
+        raise BackupError(
+            "BACKUP_AGE_RECIPIENT encrypts on this machine: it needs the local target",
+            where=str(env.file.name),
+            hint="unset BACKUP_AGE_RECIPIENT or use BACKUP_TARGET=local",
+        )
     if encrypt_to:
         _age_binary()
     target = target_dir(env)
+    store: ArchiveStore = on_host or LocalStore(target, encrypt_to=encrypt_to)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -861,7 +1042,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     partial = target / f"{snapshot_id}{PARTIAL}"
     partial.mkdir()
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    reporter.info(f"snapshot {snapshot_id} -> {target}")
+    reporter.info(f"snapshot {snapshot_id} -> {f'{on_host.base} on each host' if on_host else target}")
     hosts_info: dict[str, dict[str, str]] = {}
 
     def one(host: Host) -> list[ArchiveRecord]:
@@ -880,8 +1061,8 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         if not chosen:
             reporter.step(host.name, "volumes", OK, "nothing to back up")
             return []
-        directory = partial / _host_dirname(host.name)
-        directory.mkdir(exist_ok=True)
+        (partial / _host_dirname(host.name)).mkdir(exist_ok=True)
+        store.begin(host, snapshot_id, _host_dirname(host.name))
         records = []
         for volume in chosen:
             plan = plan_volume(volume, containers, compression)
@@ -889,41 +1070,58 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
                 archive_volume(
                     host,
                     plan,
-                    directory,
+                    store,
+                    snapshot_id,
                     reporter,
                     level=level,
                     timeout=timeout,
                     release=info["release"],
-                    encrypt_to=encrypt_to,
+                    encrypted=bool(encrypt_to),
                 )
             )
         return records
 
     snapshot = Snapshot(
-        snapshot_id, partial, complete=False, created=created, environment=env.name, project=env.project
+        snapshot_id,
+        partial,
+        complete=False,
+        created=created,
+        environment=env.name,
+        project=env.project,
+        host_dir=on_host.base if on_host else "",
     )
     errors: list[str] = []
     try:
-        with Fleet.connect(env, only=options.hosts) as fleet:
-            outcome = fleet.map(one)
-        for item in outcome.outcomes:
-            if item.error is not None:
-                errors.append(item.error.one_line())
-                reporter.step(item.host, "backup", FAILED, item.error.one_line())
-            snapshot.archives.extend(item.value or [])
-        if not errors and not snapshot.archives:
-            errors.append("no volume to back up on any host (check BACKUP_INCLUDE / BACKUP_EXCLUDE)")
-        if errors:
-            shutil.rmtree(partial, ignore_errors=True)
-            return BackupResult(None, errors, time.monotonic() - started)
-        snapshot.hosts = hosts_info
-        _write_manifest(snapshot, partial, env)
-        final = target / snapshot_id
-        os.rename(partial, final)
-        _fsync_dir(target)
+        fleet = Fleet.connect(env, only=options.hosts)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    with fleet:
+        try:
+            outcome = fleet.map(one)
+            for item in outcome.outcomes:
+                if item.error is not None:
+                    errors.append(item.error.one_line())
+                    reporter.step(item.host, "backup", FAILED, item.error.one_line())
+                snapshot.archives.extend(item.value or [])
+            if not errors and not snapshot.archives:
+                errors.append("no volume to back up on any host (check BACKUP_INCLUDE / BACKUP_EXCLUDE)")
+            if errors:
+                shutil.rmtree(partial, ignore_errors=True)
+                store.discard(fleet.hosts, snapshot_id, partial=True)
+                return BackupResult(None, errors, time.monotonic() - started)
+            snapshot.hosts = hosts_info
+            files = _write_manifest(snapshot, partial, env)
+            # The archives' own copies are complete first; the catalogue here is the last step.
+            store.finish([h for h in fleet.hosts if h.name in hosts_info], snapshot_id, files)
+            final = target / snapshot_id
+            os.rename(partial, final)
+            _fsync_dir(target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                store.discard(fleet.hosts, snapshot_id, partial=True)
+            raise
     snapshot.path = final
     snapshot.complete = True
     return BackupResult(snapshot, [], time.monotonic() - started)
@@ -937,7 +1135,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> None:
+def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> dict[str, str]:
+    """Write manifest.json and BACKUP_INFO.md into directory; returns both texts by name."""
     data = {
         "format": FORMAT,
         "complete": True,
@@ -948,14 +1147,19 @@ def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> No
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "opskit": __version__,
         "hosts": snapshot.hosts,
+        "target": "host" if snapshot.host_dir else "local",
+        "host_dir": snapshot.host_dir,
         "archives": [record.as_dict() for record in snapshot.archives],
     }
-    (directory / INFO).write_text(backup_info(snapshot, env))
+    info = backup_info(snapshot, env)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    (directory / INFO).write_text(info)
     manifest = directory / MANIFEST
     with manifest.open("w") as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    return {MANIFEST: text, INFO: info}
 
 
 def backup_info(snapshot: Snapshot, env: Environment) -> str:
@@ -1038,21 +1242,37 @@ def verify(
 ) -> VerifyResult:
     """Checksums of every archive, then a test extraction of each into a scratch volume on its host."""
     snapshot = find_snapshot(target_dir(env), snapshot_id)
+    store = snapshot_store(env, snapshot)
     result = VerifyResult(snapshot)
     good: list[ArchiveRecord] = []
-    for record in snapshot.archives:
-        path = snapshot.path / record.archive
-        if not path.is_file():
+
+    def check(host: Host | None, record: ArchiveRecord) -> None:
+        found = store.checksum(host, snapshot, record, reporter)
+        if found is None:
             result.bad.append(f"{record.archive}: missing")
             reporter.step(record.host, "checksum", FAILED, f"{record.archive} is missing")
-            continue
-        digest = sha256_file(path, reporter.transfer("local", f"sha256 {record.archive}", path.stat().st_size))
-        if digest != record.sha256 or path.stat().st_size != record.bytes:
+        elif found != (record.bytes, record.sha256):
             result.bad.append(f"{record.archive}: checksum mismatch (corrupted)")
             reporter.step(record.host, "checksum", FAILED, f"{record.archive} does not match its sha256")
-            continue
-        reporter.step(record.host, "checksum", OK, record.archive)
-        good.append(record)
+        else:
+            reporter.step(record.host, "checksum", OK, record.archive)
+            good.append(record)
+
+    if snapshot.host_dir:  # each host hashes its own archives
+        on: dict[str, list[ArchiveRecord]] = {}
+        for record in snapshot.archives:
+            on.setdefault(record.host, []).append(record)
+
+        def check_host(host: Host) -> None:
+            for record in on[host.name]:
+                check(host, record)
+
+        with Fleet.connect(env, only=sorted(on)) as fleet:
+            hashed = fleet.map(check_host)
+        result.bad.extend(f"{item.host}: {item.error.one_line()}" for item in hashed.outcomes if item.error)
+    else:
+        for record in snapshot.archives:
+            check(None, record)
     if extract and good:
         by_host: dict[str, list[ArchiveRecord]] = {}
         for record in good:
@@ -1067,7 +1287,7 @@ def verify(
                     reporter.step(host.name, "test extract", SKIPPED, f"{record.archive}: encrypted, no identity")
                     continue
                 try:
-                    _test_extract(host, snapshot, record, reporter, identity)
+                    _test_extract(host, snapshot, store, record, reporter)
                 except OpsError as error:
                     bad.append(f"{record.archive}: test extraction failed ({error.message})")
                     reporter.step(host.name, "test extract", FAILED, f"{record.archive}: {error.message}")
@@ -1084,16 +1304,14 @@ def verify(
 
 
 def _test_extract(
-    host: Host, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter, identity: Path | None
+    host: Host, snapshot: Snapshot, store: ArchiveStore, record: ArchiveRecord, reporter: Reporter
 ) -> None:
     scratch = f"opskit-verify-{secrets.token_hex(4)}"
     host.run(f"docker volume create --label opskit.scratch=verify {scratch} >/dev/null")
     try:
         mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {scratch}").stdout.strip()
-        path = snapshot.path / record.archive
         command = test_extract_command(record.compression, record.recipe, mountpoint, host.spec.user)
-        with plaintext(path, record, identity) as reader:
-            stream_to_host(host, command, reader, reporter.transfer(host.name, f"test extract {record.volume}"))
+        store.feed(host, command, snapshot, record, reporter, "test extract")
         files = host.run(as_root(f"find {shlex.quote(mountpoint)} -mindepth 1 | wc -l", host.spec.user)).stdout.strip()
         detail = f"{record.archive}: {files} entries" if record.recipe != "postgres" else f"{record.archive}: dump ok"
         reporter.step(host.name, "test extract", OK, detail)
@@ -1167,8 +1385,9 @@ def restore(
     records = restore_selection(snapshot, volume, host)
     if any(record.encrypted for record in records) and age_identity(env) is None:
         raise BackupError("the archives are encrypted and BACKUP_AGE_IDENTITY is not set", hint="nothing was changed")
+    store = snapshot_store(env, snapshot)
     for record in records:
-        if not (snapshot.path / record.archive).is_file():
+        if not snapshot.host_dir and not (snapshot.path / record.archive).is_file():
             raise BackupError(f"archive {record.archive} is missing from {snapshot.path}", hint="inv backup.verify")
     result = RestoreResult(snapshot)
     by_host: dict[str, list[ArchiveRecord]] = {}
@@ -1179,7 +1398,7 @@ def restore(
     def one(target: Host) -> list[str]:
         done = []
         for record in by_host[target.name]:
-            _restore_volume(target, env, snapshot, record, reporter)
+            _restore_volume(target, env, snapshot, store, record, reporter)
             done.append(f"{target.name} {record.volume}")
         _gate_project(target, env.project, timeout)
         reporter.step(target.name, "health gate", OK, "every service healthy")
@@ -1202,23 +1421,26 @@ def restore(
 
 
 def _restore_volume(
-    host: Host, env: Environment, snapshot: Snapshot, record: ArchiveRecord, reporter: Reporter
+    host: Host, env: Environment, snapshot: Snapshot, store: ArchiveStore, record: ArchiveRecord, reporter: Reporter
 ) -> None:
     from ops.releases import ReleaseStore
 
     volumes, containers = read_facts(host, env.project)
     users = [c for c in containers if record.volume_name in c.mounts]
     services = sorted(set(record.services) | {c.service for c in users if c.service})
-    path = snapshot.path / record.archive
-    progress = reporter.transfer(host.name, f"restore {record.volume}", path.stat().st_size)
+    if snapshot.host_dir and store.checksum(host, snapshot, record, reporter) != (record.bytes, record.sha256):
+        raise BackupError(
+            f"archive {record.archive} on the host is missing or does not match its sha256; nothing was changed",
+            where=f"{host.name}:{snapshot.host_dir}/{snapshot.id}",
+            hint="inv backup.verify",
+        )
     if record.recipe == "postgres":
         live = [c for c in users if c.running]
         if not live:
             raise BackupError(
                 f"restoring a PostgreSQL dump needs its service running ({', '.join(services)})", where=host.name
             )
-        with plaintext(path, record, age_identity(env)) as reader:
-            stream_to_host(host, psql_restore_command(live[0].name, record.compression), reader, progress)
+        store.feed(host, psql_restore_command(live[0].name, record.compression), snapshot, record, reporter, "restore")
         reporter.step(host.name, "restore", CHANGED, f"{record.volume}: dump loaded into {live[0].service}")
         return
     running = [c.name for c in users if c.running]
@@ -1234,18 +1456,19 @@ def _restore_volume(
         reporter.step(host.name, "volume", CHANGED, f"created {record.volume_name}")
     mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(record.volume_name)}").stdout
     try:
-        with plaintext(path, record, age_identity(env)) as reader:
-            stream_to_host(host, restore_command(record, mountpoint.strip(), host.spec.user), reader, progress)
+        store.feed(
+            host, restore_command(record, mountpoint.strip(), host.spec.user), snapshot, record, reporter, "restore"
+        )
     finally:
         # Services come back whether or not the archive went in: a failed restore must not leave them down.
         if running:
             host.run(f"docker start {' '.join(map(shlex.quote, running))} >/dev/null", check=False, timeout=300)
         missing = sorted(set(services) - {c.service for c in users})
-        store = ReleaseStore(host, env.project)
-        current = store.get(store.current_id() or "")
+        releases = ReleaseStore(host, env.project)
+        current = releases.get(releases.current_id() or "")
         if missing and current is not None:
             host.run(
-                store.compose_command(current, f"up -d --no-build --no-deps {' '.join(map(shlex.quote, missing))}"),
+                releases.compose_command(current, f"up -d --no-build --no-deps {' '.join(map(shlex.quote, missing))}"),
                 check=False,
                 timeout=600,
             )
@@ -1372,9 +1595,19 @@ def prune(
         else:
             result.removed.append(snapshot.id)
         if not dry_run:
+            if snapshot.host_dir:
+                _discard_on_hosts(env, snapshot)
             shutil.rmtree(snapshot.path)
         reporter.step("local", "remove", WOULD_CHANGE if dry_run else CHANGED, snapshot.path.name)
     return result
+
+
+def _discard_on_hosts(env: Environment, snapshot: Snapshot) -> None:
+    """Remove a host-target snapshot's directory on every host of the environment that holds one."""
+    names = sorted(set(snapshot.hosts) & {spec.name for spec in env.hosts})
+    if names:
+        with Fleet.connect(env, only=names) as fleet:
+            HostStore(snapshot.host_dir).discard(fleet.hosts, snapshot.id, partial=False)
 
 
 # --- schedule ----------------------------------------------------------------------------------
@@ -1475,6 +1708,11 @@ def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None =
         raise BackupError("BACKUP_OFFSITE is not set", where=str(env.file.name), hint="[user@]host[:port]:/path")
     spec, base = target
     snapshot = find_snapshot(target_dir(env), snapshot_id)
+    if snapshot.host_dir:
+        raise BackupError(
+            f"snapshot {snapshot.id} is on the hosts ({snapshot.host_dir}), not here: offsite copies local snapshots",
+            hint="use BACKUP_TARGET=local for snapshots that go offsite",
+        )
     host = Host(spec, SSHRunner.for_environment(spec, env))
     where = f"{spec.target}:{base}"
     final = f"{base}/{snapshot.id}"

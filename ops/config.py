@@ -185,10 +185,16 @@ KEYS: dict[str, Key] = {
     "BACKUP_DIR": Key(
         _text, "", "snapshot directory on this machine (default backups/<env>, relative to the repository)"
     ),
+    "BACKUP_TARGET": Key(
+        _choice("local", "host"), "local", "where archives go: local (BACKUP_DIR here) or host (BACKUP_HOST_DIR)"
+    ),
+    "BACKUP_HOST_DIR": Key(
+        _text, "", "snapshot directory on each host for BACKUP_TARGET=host (default /var/backups/opskit/<env>)"
+    ),
     "BACKUP_INCLUDE": Key(_words, "", "volumes to back up (compose names, e.g. redis-data); default all"),
     "BACKUP_EXCLUDE": Key(_words, "", "volumes never backed up"),
     "BACKUP_COMPRESSION": Key(_choice("zstd", "gzip"), "zstd", "archive compression on the host: zstd or gzip"),
-    "BACKUP_LEVEL": Key(_int(1, 19), "3", "compression level (zstd 1-19, gzip 1-9)"),
+    "BACKUP_LEVEL": Key(_int(1, 19), "1", "compression level (zstd 1-19, gzip 1-9); 1 is fastest"),
     "BACKUP_TIMEOUT": Key(_int(5, 86400), "300", "seconds a hook, a Redis BGSAVE or a stop may take"),
     "BACKUP_AGE_RECIPIENT": Key(
         _text, "", "encrypt archives on this machine to this age public key (age1...) or recipients file"

@@ -24,16 +24,20 @@ def all_(
     host: str | None = None,
     volume: list[str] | None = None,
     gzip: bool = False,
+    target: str | None = None,
     json: bool = False,
 ) -> None:
-    """Back up every named volume of the stack on every host into a new snapshot on this machine."""
+    """Back up every named volume of the stack on every host into a new snapshot (BACKUP_TARGET)."""
     from ops.backup import BackupOptions, backup_all
     from ops.console import ConsoleReporter, console, print_error, print_json
 
     environment = load_env(c, env)
     reporter = ConsoleReporter(quiet=json)
     options = BackupOptions(
-        hosts=[host] if host else None, volumes=list(volume or []) or None, compression="gzip" if gzip else None
+        hosts=[host] if host else None,
+        volumes=list(volume or []) or None,
+        compression="gzip" if gzip else None,
+        target=target or None,
     )
     try:
         result = backup_all(environment, reporter, options)
@@ -50,9 +54,11 @@ def all_(
         )
     elif result.snapshot is not None:
         snapshot = result.snapshot
+        where = f"{snapshot.host_dir}/{snapshot.id} on each host" if snapshot.host_dir else str(snapshot.path)
         console().print(
             f"backup: snapshot {snapshot.id} complete, {len(snapshot.archives)} volumes, "
-            f"{_mb(snapshot.bytes)} in {result.seconds:.1f} s -> {snapshot.path}"
+            f"{_mb(snapshot.bytes)} in {result.seconds:.1f} s -> {where}",
+            markup=False,
         )
     if not result.ok:
         for error in result.errors:
@@ -76,12 +82,15 @@ def list_(c: Context, env: str | None = None, json: bool = False) -> None:
         print_json([snapshot.as_dict() for snapshot in snapshots])
         return
     table = Table(title=f"snapshots of {environment.name} in {directory}")
-    for column in ("snapshot", "state", "created", "hosts", "volumes", "size"):
+    for column in ("snapshot", "state", "created", "hosts", "volumes", "size", "archives in"):
         table.add_column(column)
     for snapshot in snapshots:
         state = "[green]complete[/]" if snapshot.complete else "[yellow]incomplete[/]"
         volumes = ", ".join(sorted({record.volume for record in snapshot.archives}))
-        table.add_row(snapshot.id, state, snapshot.created, str(len(snapshot.hosts)), volumes, _mb(snapshot.bytes))
+        where = f"hosts:{snapshot.host_dir}" if snapshot.host_dir else "here"
+        table.add_row(
+            snapshot.id, state, snapshot.created, str(len(snapshot.hosts)), volumes, _mb(snapshot.bytes), where
+        )
     console().print(table)
     complete = sum(1 for snapshot in snapshots if snapshot.complete)
     console().print(f"{complete} complete, {len(snapshots) - complete} incomplete")
@@ -240,6 +249,7 @@ def collection() -> Collection:
                 "host": "only this host",
                 "volume": "only this volume (repeatable; compose name, e.g. redis-data)",
                 "gzip": "gzip instead of zstd",
+                "target": "local (BACKUP_DIR on this machine) or host (BACKUP_HOST_DIR on each host)",
             },
         )
     )

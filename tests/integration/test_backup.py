@@ -291,3 +291,103 @@ def test_offsite_copy_is_checked_then_final(bk: tuple[Lab, Path, Host]) -> None:
         finally:
             other.run(f"rm -rf {base}")
             (lab.root / "env" / "itestbko.env").unlink(missing_ok=True)
+
+
+HOST_DIR = "/var/backups/opskit-itest"
+
+
+def test_host_target_backs_up_verifies_and_restores_on_the_host(bk: tuple[Lab, Path, Host], tmp_path: Path) -> None:
+    """BACKUP_TARGET=host: archives are written and hashed on each host, never transferred;
+    verify, restore and prune read them there; a full disk there is a clear error."""
+    lab, _, host = bk
+    catalogue = tmp_path / "catalogue"
+    write_env(lab.root, "itestbkh", env_text(lab, catalogue) + f"BACKUP_TARGET=host\nBACKUP_HOST_DIR={HOST_DIR}\n")
+    am = mountpoint(host, "alertmanager-data")
+    volumes = ("--volume", "alertmanager-data", "--volume", "redis-data")
+    try:
+        redis(host, "SET", "opskit:host-target", "'kept on the host'")
+        host.sudo(f"mkdir -p {am}/opskit-host && head -c 200000 /dev/urandom > {am}/opskit-host/blob.bin")
+        before = tree_digest(host, "alertmanager-data")
+
+        done = opskit(lab.root, "backup.all", "--env", "itestbkh", *volumes)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{HOST_DIR}/" in done.stdout and "on each host" in done.stdout
+        (snapshot,) = [s for s in list_snapshots(catalogue) if s.complete]
+        assert snapshot.host_dir == HOST_DIR and len(snapshot.archives) == 4
+        # Nothing came to this machine but the catalogue (manifest and BACKUP_INFO.md).
+        assert sorted(str(p.relative_to(snapshot.path)) for p in snapshot.path.rglob("*") if p.is_file()) == [
+            "BACKUP_INFO.md",
+            "manifest.json",
+        ]
+        # Each host holds its own complete snapshot directory: archives, manifest, restore steps.
+        on_host = f"{HOST_DIR}/{snapshot.id}"
+        listing = host.sudo(f"cd {on_host} && find . -type f | sort && ls {HOST_DIR}").stdout
+        assert "./manifest.json" in listing and "./BACKUP_INFO.md" in listing and ".partial" not in listing
+        mine = [r for r in snapshot.archives if r.host == host.name]
+        for record in mine:
+            assert f"./{record.archive}" in listing
+            assert host.sudo(f"sha256sum {on_host}/{record.archive}").stdout.split()[0] == record.sha256
+
+        verified = opskit(lab.root, "backup.verify", "--env", "itestbkh")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "4/4 archives ok" in verified.stdout and verified.stdout.count("test extract") == 4
+
+        # Destroy the data, restore from the archives on the host: byte-identical, healthy.
+        store = ReleaseStore(host, "demo")
+        current = store.get(store.current_id() or "")
+        assert current is not None
+        host.run(store.compose_command(current, "rm -s -f redis alertmanager"), timeout=120)
+        host.run("docker volume rm demo_redis-data demo_alertmanager-data")
+        restored = opskit(lab.root, "backup.restore", snapshot.id, "--env", "itestbkh", "--host", host.name, "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert "restore: 2 volumes" in restored.stdout
+        assert healthy(host) == []
+        assert redis(host, "GET", "opskit:host-target") == "kept on the host"
+        assert tree_digest(host, "alertmanager-data") == before
+
+        # A corrupted archive on the host is found by verify (exit 1, named), and not restored.
+        redis_archive = next(r.archive for r in mine if r.volume == "redis-data")
+        host.sudo(f"printf 'X' | dd of={on_host}/{redis_archive} bs=1 seek=20 conv=notrunc status=none")
+        bad = opskit(lab.root, "backup.verify", "--env", "itestbkh", "--no-extract")
+        assert bad.returncode == 1
+        assert f"{redis_archive}: checksum mismatch" in bad.stderr and "3/4 archives" in bad.stdout
+        refused = opskit(lab.root, "backup.restore", snapshot.id, "--env", "itestbkh", "--host", host.name,
+                         "--volume", "redis-data", "--yes")  # fmt: skip
+        assert refused.returncode == 1 and "does not match its sha256" in refused.stdout + refused.stderr
+        assert healthy(host) == []
+
+        # A full disk on the host: clear error, partial archive gone, the earlier snapshot intact.
+        small = f"{HOST_DIR}-small"
+        mounted = host.sudo(f"mkdir -p {small} && mount -t tmpfs -o size=2m tmpfs {small}", check=False)
+        if mounted.ok:
+            try:
+                write_env(lab.root, "itestbkh", env_text(lab, catalogue) + f"BACKUP_HOST_DIR={small}\n")
+                host.sudo(f"head -c 8000000 /dev/urandom > {am}/opskit-big.bin")
+                full = opskit(lab.root, "backup.all", "--env", "itestbkh", "--target", "host", "--host", host.name,
+                              *volumes)  # fmt: skip
+                assert full.returncode == 1
+                assert "target disk full while writing alertmanager-data.tar.zst" in full.stderr
+                assert "partial archive was removed" in full.stderr and "Traceback" not in full.stderr
+                assert host.sudo(f"ls -A {small}").stdout.strip() == ""
+                assert [s.id for s in list_snapshots(catalogue)] == [snapshot.id]
+            finally:
+                host.sudo(f"umount {small}; rmdir {small}; rm -f {am}/opskit-big.bin", check=False)
+
+        # prune removes a host-target snapshot on the hosts too (a newer one keeps every volume).
+        write_env(lab.root, "itestbkh", env_text(lab, catalogue) + f"BACKUP_TARGET=host\nBACKUP_HOST_DIR={HOST_DIR}\n")
+        time.sleep(1)
+        again = opskit(lab.root, "backup.all", "--env", "itestbkh", *volumes)
+        assert again.returncode == 0, again.stdout + again.stderr
+        pruned = opskit(lab.root, "backup.prune", "--env", "itestbkh", "--keep-last", "1", "--keep-daily", "0",
+                        "--keep-weekly", "0", "--keep-monthly", "0")  # fmt: skip
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        (newest,) = list_snapshots(catalogue)
+        assert newest.id != snapshot.id
+        assert host.sudo(f"ls {HOST_DIR}").stdout.split() == [newest.id]
+    finally:
+        host.sudo(f"rm -rf {HOST_DIR} {am}/opskit-host", check=False)
+        redis(host, "DEL", "opskit:host-target")
+        (lab.root / "env" / "itestbkh.env").unlink(missing_ok=True)
+        with Fleet.connect(lab.env) as fleet:
+            for other in fleet.hosts:
+                other.sudo(f"rm -rf {HOST_DIR}", check=False)

@@ -13,6 +13,8 @@ import pytest
 from ops.backup import (
     ArchiveRecord,
     ContainerFact,
+    HostStore,
+    LocalStore,
     RetentionPolicy,
     Snapshot,
     VolumeFact,
@@ -152,7 +154,8 @@ def test_postgres_plan_dumps_every_database_through_the_container() -> None:
 def test_tar_command_streams_to_stdout_with_sudo_unless_root() -> None:
     as_deploy = tar_command("/v/_data", "zstd", "deploy")
     assert as_deploy.startswith("sudo -n bash -c ") and "tar -C /v/_data --numeric-owner -cf - ." in as_deploy
-    assert "zstd -q -c -T0 -3" in as_deploy and "pipefail" in as_deploy
+    assert "zstd -q -c -T0 -1" in as_deploy and "pipefail" in as_deploy  # the default level is 1 (speed)
+    assert "zstd -q -c -T0 -6" in tar_command("/v/_data", "zstd", "deploy", 6)
     assert not tar_command("/v/_data", "gzip", "root").startswith("sudo")
     assert "gzip -c" in tar_command("/v/_data", "gzip", "root")
 
@@ -405,13 +408,13 @@ def test_a_stopped_container_is_started_again_and_post_hooks_run_when_the_archiv
     )
     plan = plan_volume(REDIS_VOLUME, [app])
     with pytest.raises(HostError):  # the fake runner has no SSH channel to stream through
-        archive_volume(host, plan, tmp_path, RecordingReporter())
+        archive_volume(host, plan, LocalStore(tmp_path), "20260101T000000Z", RecordingReporter())
     commands = runner.commands
     assert commands[0] == "docker exec demo-app-1 sh -c flush"
     assert commands[1].startswith("docker stop demo-app-1")
     assert commands[2].startswith("docker start demo-app-1")
     assert commands[3] == "docker exec demo-app-1 sh -c resume"
-    assert list(tmp_path.iterdir()) == []  # no partial archive left
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []  # no partial archive left
 
 
 def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_stopped(tmp_path: Path) -> None:
@@ -425,7 +428,7 @@ def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_s
     host = Host(HostSpec("h1"), runner)
     app = container("app", "shop/app:3", opskit_backup_pre="flush", opskit_backup_stop="true")
     with pytest.raises(BackupError, match="pre hook of demo-app-1 exited 3: cannot flush"):
-        archive_volume(host, plan_volume(REDIS_VOLUME, [app]), tmp_path, RecordingReporter())
+        archive_volume(host, plan_volume(REDIS_VOLUME, [app]), LocalStore(tmp_path), "x", RecordingReporter())
     assert not any(command.startswith("docker stop") for command in runner.commands)
 
 
@@ -443,3 +446,49 @@ def test_offsite_target_is_parsed_and_checked(tmp_path: Path) -> None:
         offsite_target(load_environment("u", tmp_path, {}))
     (tmp_path / "env" / "v.env").write_text("HOSTS=127.0.0.1\n")
     assert offsite_target(load_environment("v", tmp_path, {})) is None
+
+
+def test_host_target_archives_and_hashes_on_the_host_and_a_full_disk_removes_the_partial_archive() -> None:
+    from ops.backup import archive_volume
+    from ops.config import HostSpec
+    from ops.console import RecordingReporter
+    from ops.remote import Host
+    from tests.fakes import FakeRunner
+
+    digest = "ab" * 32
+    runner = FakeRunner({"| tee ": (0, f"{digest}  -\n4096\n")})
+    host = Host(HostSpec("h1"), runner)
+    store = HostStore("/var/backups/opskit/t")
+    record = archive_volume(host, plan_volume(REDIS_VOLUME, []), store, "20260101T000000Z", RecordingReporter())
+    assert (record.bytes, record.sha256, record.archive) == (4096, digest, "h1/redis-data.tar.zst")
+    (command,) = [c for c in runner.commands if "| tee " in c]
+    # tar | zstd | tee ARCHIVE | sha256sum, all on the host, into the partial snapshot directory.
+    assert "zstd" in command and "/var/backups/opskit/t/20260101T000000Z.partial/h1/redis-data.tar.zst" in command
+    assert command.index("tar ") < command.index("| tee ") < command.index("sha256sum")
+
+    full = FakeRunner({"| tee ": (1, "tee: /var/backups/x: No space left on device")})
+    with pytest.raises(BackupError, match=r"target disk full while writing redis-data\.tar\.zst") as error:
+        archive_volume(Host(HostSpec("h1"), full), plan_volume(REDIS_VOLUME, []), store, "x", RecordingReporter())
+    assert "partial archive was removed" in error.value.one_line()
+    assert any("rm -f /var/backups/opskit/t/x.partial/h1/redis-data.tar.zst" in c for c in full.commands)
+
+
+def test_host_target_is_chosen_in_the_env_file_or_by_flag_and_checked(tmp_path: Path) -> None:
+    from ops.backup import host_store
+    from ops.config import load_environment
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\n")
+    env = load_environment("t", tmp_path, {})
+    assert host_store(env) is None
+    store = host_store(env, "host")
+    assert store is not None and store.base == "/var/backups/opskit/t"
+    with pytest.raises(BackupError, match="unknown backup target 'nas'"):
+        host_store(env, "nas")
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\nBACKUP_TARGET=host\nBACKUP_HOST_DIR=/srv/bk/\n")
+    env = load_environment("t", tmp_path, {})
+    store = host_store(env)
+    assert store is not None and store.base == "/srv/bk" and host_store(env, "local") is None
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\nBACKUP_HOST_DIR=backups\n")
+    with pytest.raises(BackupError, match="not an absolute directory"):
+        host_store(load_environment("t", tmp_path, {}), "host")

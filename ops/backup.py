@@ -1467,8 +1467,10 @@ def _restore_volume(
         releases = ReleaseStore(host, env.project)
         current = releases.get(releases.current_id() or "")
         if missing and current is not None:
+            # Without --no-deps: under it Compose hashes a service without its depends_on, and the
+            # next plain `up` (a deploy) would recreate it.
             host.run(
-                releases.compose_command(current, f"up -d --no-build --no-deps {' '.join(map(shlex.quote, missing))}"),
+                releases.compose_command(current, f"up -d --no-build {' '.join(map(shlex.quote, missing))}"),
                 check=False,
                 timeout=600,
             )

@@ -84,9 +84,15 @@ def test_backup_destroy_restore_gives_back_identical_data(bk: tuple[Lab, Path, H
         f"chown 1234:5678 {am}/opskit-test/blob.bin"
     )
     before_files = tree_digest(host, "alertmanager-data")
-    sample_time = int(time.time())
-    query = f"promtool query instant --time={sample_time} http://127.0.0.1:9090 'up'"
-    assert "=>" in host.run(f"docker exec demo-prometheus-1 {query}").stdout  # samples exist now
+    # Samples: Prometheus scrapes every 15 s, so right after a deploy the first may be seconds away.
+    deadline = time.monotonic() + 45
+    while True:
+        sample_time = int(time.time())
+        query = f"promtool query instant --time={sample_time} http://127.0.0.1:9090 'up'"
+        if "=>" in host.run(f"docker exec demo-prometheus-1 {query}").stdout:
+            break  # samples exist now
+        assert time.monotonic() < deadline, "Prometheus stored no sample within 45 s"
+        time.sleep(1)
 
     done = opskit(lab.root, "backup.all", "--env", ENV)
     assert done.returncode == 0, done.stdout + done.stderr

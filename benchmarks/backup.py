@@ -7,8 +7,11 @@
 - against the raw read throughput of the same volume, `tar -cf - DIR | cat > /dev/null`, the
   limit: target at least 60% of it.
 Both targets are measured for the local target (archives streamed to this machine) and for the
-host target (BACKUP_TARGET=host: tar | zstd | tee | sha256sum on the host, nothing transferred).
-The volume holds half random bytes (incompressible) and half base64 text (compressible), in files.
+host target (BACKUP_TARGET=host: tar | zstd > archive, then sha256sum of it, on the host, nothing
+transferred), and the host target once more at BACKUP_LEVEL=-1 (zstd --fast=1). Beside them, the
+floor that compression sets: `tar -cf - DIR | zstd -T0 -1 > /dev/null` on the same host.
+The volume holds half random bytes (incompressible) and half base64 text (compressible only by
+entropy coding, which zstd's --fast levels skip), in files.
 Run: .venv/bin/python benchmarks/backup.py [--root DIR --env NAME]  (an environment with the demo
 deployed; default: a 1-host lab of its own)
 """
@@ -16,6 +19,7 @@ deployed; default: a 1-host lab of its own)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -67,6 +71,9 @@ def main() -> None:
         host.sudo("sync; echo 3 > /proc/sys/vm/drop_caches", check=False)  # may be refused in a lab: then all run warm
         timed(f"tar -cf - -C {mount} . | cat > /dev/null", sudo=True)  # warm the cache for everyone alike
         raw = statistics.median(timed(f"tar -cf - -C {mount} . | cat > /dev/null", sudo=True) for _ in range(RUNS))
+        floor = statistics.median(
+            timed(f"tar -cf - -C {mount} . | zstd -q -T0 -1 > /dev/null", sudo=True) for _ in range(RUNS)
+        )
         host.sudo("mkdir -p /tmp/opskit-bench")
         reference = statistics.median(
             timed(
@@ -80,40 +87,42 @@ def main() -> None:
 
     on_host = host_store(env, "host")
     assert on_host is not None
-    times: dict[str, list[float]] = {"local": [], "host": []}
-    sizes = []
+    fast_env = dataclasses.replace(env, settings={**env.settings, "BACKUP_LEVEL": -1})
+    variants = {"local": ("local", env), "host": ("host", env), "host --fast=1": ("host", fast_env)}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    sizes: dict[str, int] = {}
     with Fleet.connect(env) as fleet:
         for _ in range(RUNS):
-            for target in ("local", "host"):  # interleaved, so both see the same machine load
+            for variant, (target, variant_env) in variants.items():  # interleaved: all see the same load
                 options = BackupOptions(hosts=[env.hosts[0].name], volumes=[VOLUME], target=target)
                 started = time.perf_counter()
-                result = backup_all(env, RecordingReporter(), options)
-                times[target].append(time.perf_counter() - started)
+                result = backup_all(variant_env, RecordingReporter(), options)
+                times[variant].append(time.perf_counter() - started)
                 assert result.ok and result.snapshot is not None, result.errors
-                sizes.append(result.snapshot.bytes)
+                sizes[variant] = result.snapshot.bytes
                 shutil.rmtree(result.snapshot.path)
                 fleet.hosts[0].sudo(f"rm -rf {on_host.base}/{result.snapshot.id}")
         fleet.hosts[0].run(f"docker volume rm -f {name} >/dev/null")
-    ours = statistics.median(times["local"])
-    ours_host = statistics.median(times["host"])
-
     mib = size / 2**20
     print(f"\nvolume {mib:.0f} MiB, median of {RUNS} runs each")
-    print(f"  raw read: tar -cf - | cat > /dev/null (limit)   {raw:6.2f} s  {mib / raw:7.1f} MiB/s")
-    print(
-        f"  reference: docker run ... tar czf                {reference:6.2f} s  {mib / reference:7.1f} MiB/s"
-        f"  -> {reference_size / 2**20:.0f} MiB on the host"
-    )
-    print(
-        f"  inv backup.all (zstd, SSH, sha256, to here)     {ours:6.2f} s  {mib / ours:7.1f} MiB/s"
-        f"  -> {sizes[0] / 2**20:.0f} MiB here"
-    )
-    print(
-        f"  inv backup.all --target host (zstd | sha256 there) {ours_host:6.2f} s  {mib / ours_host:7.1f} MiB/s"
-        f"  -> {sizes[1] / 2**20:.0f} MiB on the host"
-    )
-    for label, seconds in (("local target", ours), ("host target", ours_host)):
-        print(f"  {label}:")
+
+    def line(label: str, seconds: float, note: str = "") -> None:
+        print(f"  {label:<52} {seconds:6.2f} s  {mib / seconds:7.1f} MiB/s{note}")
+
+    line("raw read: tar -cf - | cat > /dev/null (limit)", raw)
+    line("floor: tar -cf - | zstd -T0 -1 > /dev/null", floor, f"  ({raw / floor:.0%} of raw read)")
+    line("reference: docker run ... tar czf", reference, f"  -> {reference_size / 2**20:.0f} MiB on the host")
+    labels = {  # variant: (its line, its verdict's heading)
+        "local": ("inv backup.all (zstd -1, SSH, sha256, to here)", "local target"),
+        "host": ("inv backup.all --target host (zstd -1, sha256 there)", "host target"),
+        "host --fast=1": ("  the same at BACKUP_LEVEL=-1 (zstd --fast=1)", "host target, BACKUP_LEVEL=-1"),
+    }
+    medians = {variant: statistics.median(times[variant]) for variant in variants}
+    for variant, seconds in medians.items():
+        where = "here" if variant == "local" else "on the host"
+        line(labels[variant][0], seconds, f"  -> {sizes[variant] / 2**20:.0f} MiB {where}")
+    for variant, seconds in medians.items():
+        print(f"  {labels[variant][1]}:")
         print(
             f"    speed-up vs reference     {reference / seconds:5.2f} x   target >= 2:    "
             f"{verdict(reference / seconds >= 2)}"

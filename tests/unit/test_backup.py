@@ -456,17 +456,20 @@ def test_host_target_archives_and_hashes_on_the_host_and_a_full_disk_removes_the
     from tests.fakes import FakeRunner
 
     digest = "ab" * 32
-    runner = FakeRunner({"| tee ": (0, f"{digest}  -\n4096\n")})
+    runner = FakeRunner({"&& sha256sum <": (0, f"{digest}  -\n4096\n")})
     host = Host(HostSpec("h1"), runner)
     store = HostStore("/var/backups/opskit/t")
     record = archive_volume(host, plan_volume(REDIS_VOLUME, []), store, "20260101T000000Z", RecordingReporter())
     assert (record.bytes, record.sha256, record.archive) == (4096, digest, "h1/redis-data.tar.zst")
-    (command,) = [c for c in runner.commands if "| tee " in c]
-    # tar | zstd | tee ARCHIVE | sha256sum, all on the host, into the partial snapshot directory.
-    assert "zstd" in command and "/var/backups/opskit/t/20260101T000000Z.partial/h1/redis-data.tar.zst" in command
-    assert command.index("tar ") < command.index("| tee ") < command.index("sha256sum")
+    (command,) = [c for c in runner.commands if "sha256sum" in c]
+    # tar | zstd > ARCHIVE, then sha256sum < ARCHIVE, all on the host, in the partial snapshot directory.
+    archive = "/var/backups/opskit/t/20260101T000000Z.partial/h1/redis-data.tar.zst"
+    assert "zstd" in command and f"> {archive} && sha256sum < {archive}" in command
+    assert command.index("tar ") < command.index("zstd") < command.index("sha256sum")
 
-    full = FakeRunner({"| tee ": (1, "tee: /var/backups/x: No space left on device")})
+    full = FakeRunner(
+        {"&& sha256sum <": (1, "zstd: error 70 : Write error : cannot write block : No space left on device")}
+    )
     with pytest.raises(BackupError, match=r"target disk full while writing redis-data\.tar\.zst") as error:
         archive_volume(Host(HostSpec("h1"), full), plan_volume(REDIS_VOLUME, []), store, "x", RecordingReporter())
     assert "partial archive was removed" in error.value.one_line()
@@ -492,3 +495,27 @@ def test_host_target_is_chosen_in_the_env_file_or_by_flag_and_checked(tmp_path: 
     (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\nBACKUP_HOST_DIR=backups\n")
     with pytest.raises(BackupError, match="not an absolute directory"):
         host_store(load_environment("t", tmp_path, {}), "host")
+
+
+def test_compression_level_is_checked_against_the_compressor_and_negative_zstd_levels_are_fast(tmp_path: Path) -> None:
+    from ops.backup import compression_level, compressor
+    from ops.config import load_environment
+    from ops.errors import ConfigError
+
+    (tmp_path / "env").mkdir()
+    env_file = tmp_path / "env" / "t.env"
+    env_file.write_text("HOSTS=127.0.0.1\n")
+    assert compression_level(load_environment("t", tmp_path, {}), "zstd") == 1
+    env_file.write_text("HOSTS=127.0.0.1\nBACKUP_LEVEL=-3\n")
+    level = compression_level(load_environment("t", tmp_path, {}), "zstd")
+    assert compressor("zstd", level) == "zstd -q -c -T0 --fast=3"
+    assert compressor("zstd", 19) == "zstd -q -c -T0 -19"
+    with pytest.raises(BackupError, match=r"BACKUP_LEVEL=-3 is not a gzip level") as error:
+        compression_level(load_environment("t", tmp_path, {}), "gzip")
+    assert "1 to 9" in error.value.one_line()
+    env_file.write_text("HOSTS=127.0.0.1\nBACKUP_LEVEL=0\n")
+    with pytest.raises(BackupError, match="BACKUP_LEVEL=0 is not a zstd level"):
+        compression_level(load_environment("t", tmp_path, {}), "zstd")
+    env_file.write_text("HOSTS=127.0.0.1\nBACKUP_LEVEL=fast\n")
+    with pytest.raises(ConfigError, match="BACKUP_LEVEL"):
+        load_environment("t", tmp_path, {})

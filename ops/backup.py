@@ -797,8 +797,18 @@ class HostStore(ArchiveStore):
 
     def discard(self, hosts: Sequence[Host], snapshot_id: str, *, partial: bool) -> None:
         path = shlex.quote(self.path(snapshot_id, partial=partial))
+        failed = []
         for host in hosts:
-            host.run(as_root(f"rm -rf {path}", host.spec.user), check=False)
+            try:
+                removed = host.run(as_root(f"rm -rf {path}", host.spec.user), check=False).ok
+            except OpsError:
+                removed = False
+            if not removed:
+                failed.append(host.name)
+        if failed:
+            raise BackupError(
+                f"could not remove {path} on {', '.join(failed)}", hint="backup.prune removes it when the host is back"
+            )
 
 
 def snapshot_store(env: Environment, snapshot: Snapshot) -> ArchiveStore:
@@ -1061,6 +1071,11 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     partial = target / f"{snapshot_id}{PARTIAL}"
     partial.mkdir()
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    if on_host:
+        # Says where the hosts' `<id>.partial` directories are, should this run be killed before
+        # it can clean up: backup.prune removes them with this one once it is stale.
+        selected = [spec.name for spec in env.hosts if not options.hosts or spec.name in options.hosts]
+        _write_in_progress(partial, snapshot_id, env, created, on_host.base, selected)
     reporter.info(f"snapshot {snapshot_id} -> {f'{on_host.base} on each host' if on_host else target}")
     hosts_info: dict[str, dict[str, str]] = {}
 
@@ -1115,6 +1130,16 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+    def abandon() -> None:
+        """Remove the partial snapshot. While a host's part could not be removed (host gone), the
+        catalogue here stays incomplete, so that backup.prune removes that part later."""
+        try:
+            store.discard(fleet.hosts, snapshot_id, partial=True)
+        except Exception:  # the original error is what the operator must see; prune cleans up later
+            return
+        shutil.rmtree(partial, ignore_errors=True)
+
     with fleet:
         try:
             outcome = fleet.map(one)
@@ -1126,8 +1151,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             if not errors and not snapshot.archives:
                 errors.append("no volume to back up on any host (check BACKUP_INCLUDE / BACKUP_EXCLUDE)")
             if errors:
-                shutil.rmtree(partial, ignore_errors=True)
-                store.discard(fleet.hosts, snapshot_id, partial=True)
+                abandon()
                 return BackupResult(None, errors, time.monotonic() - started)
             snapshot.hosts = hosts_info
             files = _write_manifest(snapshot, partial, env)
@@ -1137,9 +1161,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             os.rename(partial, final)
             _fsync_dir(target)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            with contextlib.suppress(Exception):
-                store.discard(fleet.hosts, snapshot_id, partial=True)
+            abandon()
             raise
     snapshot.path = final
     snapshot.complete = True
@@ -1152,6 +1174,25 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_in_progress(
+    directory: Path, snapshot_id: str, env: Environment, created: str, host_dir: str, hosts: list[str]
+) -> None:
+    """An incomplete manifest in a host-target snapshot's catalogue: the hosts and their directory."""
+    data = {
+        "format": FORMAT,
+        "complete": False,
+        "id": snapshot_id,
+        "environment": env.name,
+        "project": env.project,
+        "created": created,
+        "target": "host",
+        "host_dir": host_dir,
+        "hosts": {name: {} for name in hosts},
+        "archives": [],
+    }
+    (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> dict[str, str]:
@@ -1617,18 +1658,19 @@ def prune(
             result.removed.append(snapshot.id)
         if not dry_run:
             if snapshot.host_dir:
-                _discard_on_hosts(env, snapshot)
+                _discard_on_hosts(env, snapshot, partial=not snapshot.complete)
             shutil.rmtree(snapshot.path)
         reporter.step("local", "remove", WOULD_CHANGE if dry_run else CHANGED, snapshot.path.name)
     return result
 
 
-def _discard_on_hosts(env: Environment, snapshot: Snapshot) -> None:
-    """Remove a host-target snapshot's directory on every host of the environment that holds one."""
+def _discard_on_hosts(env: Environment, snapshot: Snapshot, *, partial: bool = False) -> None:
+    """Remove a host-target snapshot's directory (`<id>.partial` for an incomplete one) on every host
+    of the environment that holds one."""
     names = sorted(set(snapshot.hosts) & {spec.name for spec in env.hosts})
     if names:
         with Fleet.connect(env, only=names) as fleet:
-            HostStore(snapshot.host_dir).discard(fleet.hosts, snapshot.id, partial=False)
+            HostStore(snapshot.host_dir).discard(fleet.hosts, snapshot.id, partial=partial)
 
 
 # --- schedule ----------------------------------------------------------------------------------

@@ -379,16 +379,44 @@ def test_host_target_backs_up_verifies_and_restores_on_the_host(bk: tuple[Lab, P
             finally:
                 host.sudo(f"umount {small}; rmdir {small}; rm -f {am}/opskit-big.bin", check=False)
 
-        # prune removes a host-target snapshot on the hosts too (a newer one keeps every volume).
+        # Killed once its first archive is on the host (os._exit: no cleanup runs, as with SIGKILL):
+        # the host keeps `<id>.partial`, the catalogue here an incomplete snapshot that says where.
         write_env(lab.root, "itestbkh", env_text(lab, catalogue) + f"BACKUP_TARGET=host\nBACKUP_HOST_DIR={HOST_DIR}\n")
+        killed_run = (
+            "import os, sys\n"
+            "from ops import backup\n"
+            "write = backup.HostStore.write\n"
+            "def write_then_die(self, *args, **kwargs):\n"
+            "    write(self, *args, **kwargs)\n"
+            "    os._exit(137)\n"
+            "backup.HostStore.write = write_then_die\n"
+            "from ops.cli import main\n"
+            "sys.argv = ['opskit', 'backup.all', '--env', 'itestbkh', '--host', sys.argv[1]]\n"
+            "main()\n"
+        )
+        environ = {**os.environ, "OPS_ROOT": str(lab.root)}
+        died = subprocess.run([sys.executable, "-c", killed_run, host.name], cwd=REPO, env=environ, capture_output=True)
+        assert died.returncode == 137, died.stderr
+        (leftover,) = [s for s in list_snapshots(catalogue) if not s.complete]
+        assert leftover.host_dir == HOST_DIR and list(leftover.hosts) == [host.name]
+        assert f"{leftover.id}.partial" in host.sudo(f"ls {HOST_DIR}").stdout.split()
+        # Fresh, it may still be running: prune keeps it. Stale (older than 6 h): prune removes it,
+        # here and on the host.
+        fresh = opskit(lab.root, "backup.prune", "--env", "itestbkh", "--dry-run")
+        assert fresh.returncode == 0 and f"{leftover.id}.partial (incomplete, may still be running)" in fresh.stdout
+        hours_ago = time.time() - 7 * 3600
+        os.utime(leftover.path, (hours_ago, hours_ago))
+
+        # prune removes a host-target snapshot on the hosts too (a newer one keeps every volume).
         time.sleep(1)
         again = opskit(lab.root, "backup.all", "--env", "itestbkh", *volumes)
         assert again.returncode == 0, again.stdout + again.stderr
         pruned = opskit(lab.root, "backup.prune", "--env", "itestbkh", "--keep-last", "1", "--keep-daily", "0",
                         "--keep-weekly", "0", "--keep-monthly", "0")  # fmt: skip
         assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "and 1 incomplete" in pruned.stdout
         (newest,) = list_snapshots(catalogue)
-        assert newest.id != snapshot.id
+        assert newest.id not in (snapshot.id, leftover.id)
         assert host.sudo(f"ls {HOST_DIR}").stdout.split() == [newest.id]
     finally:
         host.sudo(f"rm -rf {HOST_DIR} {am}/opskit-host", check=False)

@@ -519,3 +519,31 @@ def test_compression_level_is_checked_against_the_compressor_and_negative_zstd_l
     env_file.write_text("HOSTS=127.0.0.1\nBACKUP_LEVEL=fast\n")
     with pytest.raises(ConfigError, match="BACKUP_LEVEL"):
         load_environment("t", tmp_path, {})
+
+
+def test_host_target_discard_goes_on_past_an_unreachable_host_and_names_it() -> None:
+    from ops.config import HostSpec
+    from ops.remote import Host
+    from tests.fakes import FakeRunner
+
+    up, down = FakeRunner(), FakeRunner(unreachable="h2 gone")
+    store = HostStore("/var/backups/opskit/t")
+    with pytest.raises(BackupError, match=r"could not remove /var/backups/opskit/t/x\.partial on h2") as error:
+        store.discard([Host(HostSpec("h2"), down), Host(HostSpec("h1"), up)], "x", partial=True)
+    assert "backup.prune removes it" in error.value.one_line()
+    assert up.commands and "rm -rf /var/backups/opskit/t/x.partial" in up.commands[0]
+
+
+def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: Path) -> None:
+    from ops.backup import _write_in_progress, read_snapshot
+    from ops.config import load_environment
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1,127.0.0.2\n")
+    env = load_environment("t", tmp_path, {})
+    partial = tmp_path / "20260101T000000Z.partial"
+    partial.mkdir()
+    _write_in_progress(partial, "20260101T000000Z", env, "2026-01-01T00:00:00+00:00", "/srv/bk", ["127.0.0.2"])
+    snapshot = read_snapshot(partial)
+    assert (snapshot.id, snapshot.complete, snapshot.host_dir) == ("20260101T000000Z", False, "/srv/bk")
+    assert list(snapshot.hosts) == ["127.0.0.2"] and snapshot.archives == []

@@ -17,6 +17,7 @@ import re
 import secrets
 import shlex
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -756,7 +757,8 @@ class HostStore(ArchiveStore):
         # sum, and the sum is of what landed on disk. `| tee | sha256sum` in one pass was slower:
         # tee moves 8 KiB at a time, and on a 2-core host every extra copy competes with zstd.
         script = f"{command} > {path} && sha256sum < {path} && stat -c %s {path}"
-        result = host.run(as_root(script, host.spec.user), check=False, timeout=None)
+        with _size_watch(host, path, progress) as reported:
+            result = host.run(as_root(script, host.spec.user), check=False, timeout=None)
         lines = result.stdout.split()
         if not result.ok or len(lines) < 3:
             host.run(as_root(f"rm -f {path}", host.spec.user), check=False)
@@ -765,7 +767,7 @@ class HostStore(ArchiveStore):
                 raise disk_full(relative.rsplit("/", 1)[-1], f"{host.name}:{self.base}", "BACKUP_HOST_DIR")
             raise BackupError(f"archive command exited {result.exit_code}: {_last_line(output)}", where=host.name)
         size = int(lines[-1])
-        progress(size)
+        progress(size - reported[0])
         return size, lines[0]
 
     def checksum(
@@ -809,6 +811,33 @@ class HostStore(ArchiveStore):
             raise BackupError(
                 f"could not remove {path} on {', '.join(failed)}", hint="backup.prune removes it when the host is back"
             )
+
+
+@contextlib.contextmanager
+def _size_watch(host: Host, path: str, progress: Callable[[int], None], every: float = 1.0) -> Iterator[list[int]]:
+    """While the body writes path on the host, advance progress by the file's growth, checked with
+    `stat` every `every` seconds over the same SSH connection; yields [bytes reported so far]."""
+    reported = [0]
+    done = threading.Event()
+    user = host.spec.user
+
+    def watch() -> None:
+        while not done.wait(every):
+            try:
+                answer = host.run(as_root(f"stat -c %s {path} 2>/dev/null", user), check=False).stdout.strip()
+            except OpsError:
+                return  # the write itself reports a lost connection
+            if answer.isdigit() and int(answer) > reported[0] and not done.is_set():
+                progress(int(answer) - reported[0])
+                reported[0] = int(answer)
+
+    watcher = threading.Thread(target=watch, name=f"size-watch {host.name}", daemon=True)
+    watcher.start()
+    try:
+        yield reported
+    finally:
+        done.set()
+        watcher.join()
 
 
 def snapshot_store(env: Environment, snapshot: Snapshot) -> ArchiveStore:

@@ -195,7 +195,7 @@ KEYS: dict[str, Key] = {
     "BACKUP_EXCLUDE": Key(_words, "", "volumes never backed up"),
     "BACKUP_COMPRESSION": Key(_choice("zstd", "gzip"), "zstd", "archive compression on the host: zstd or gzip"),
     "BACKUP_LEVEL": Key(
-        _int(-10, 19), "1", "compression level: zstd 1-19 or -1..-10 (zstd --fast=N), gzip 1-9; 1 is fastest"
+        _int(-10, 19), "1", "compression level: zstd 1-19, or -1..-10 for zstd --fast=N (quicker, larger); gzip 1-9"
     ),
     "BACKUP_TIMEOUT": Key(_int(5, 86400), "300", "seconds a hook, a Redis BGSAVE or a stop may take"),
     "BACKUP_AGE_RECIPIENT": Key(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -547,3 +548,26 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
     snapshot = read_snapshot(partial)
     assert (snapshot.id, snapshot.complete, snapshot.host_dir) == ("20260101T000000Z", False, "/srv/bk")
     assert list(snapshot.hosts) == ["127.0.0.2"] and snapshot.archives == []
+
+
+def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> None:
+    """No bytes come back from a host-target archive: progress is the file's size, polled."""
+    from ops.backup import _size_watch
+    from ops.config import HostSpec
+    from ops.remote import CommandResult, Host
+    from tests.fakes import FakeRunner
+
+    sizes = iter([1000, 5000, 5000, 9000])
+
+    class GrowingArchive(FakeRunner):
+        def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
+            if "stat -c %s" in command:
+                return CommandResult(command, 0, f"{next(sizes, 9000)}\n", "")
+            return super().run(command, timeout=timeout, stdin=stdin)
+
+    host = Host(HostSpec("h1"), GrowingArchive())
+    steps: list[int] = []
+    with _size_watch(host, "/b/x.partial/h1/redis-data.tar.zst", steps.append, every=0.01) as reported:
+        while len(steps) < 3:
+            time.sleep(0.01)
+    assert steps[:3] == [1000, 4000, 4000] and reported[0] == sum(steps)

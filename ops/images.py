@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -38,11 +39,37 @@ def build_locally(compose_bin: Path, directory: Path, files: tuple[str, ...], en
         raise StackError(f"building the stack's images locally failed: {lines[-1][:300]}", where=str(directory))
 
 
-def build_fingerprint(stack: Stack) -> str | None:
+FROM_LINE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
+
+
+def base_images(stack: Stack) -> list[str]:
+    """The images the stack's local builds start FROM: earlier stages, scratch and names built
+    from ARGs (resolved only by the build) left out."""
+    bases: set[str] = set()
+    for service in stack.services.values():
+        if not service.builds:
+            continue
+        context = Path(str(service.build.get("context") or stack.directory))
+        try:
+            text = (context / str(service.build.get("dockerfile") or "Dockerfile")).read_text()
+        except OSError:
+            continue  # the build reports it
+        stages: set[str] = set()
+        for match in FROM_LINE.finditer(text):
+            image, stage = match.group(1), match.group(2)
+            if image.lower() != "scratch" and image.lower() not in stages and "$" not in image:
+                bases.add(image)
+            if stage:
+                stages.add(stage.lower())
+    return sorted(bases)
+
+
+def build_fingerprint(stack: Stack, base_ids: Mapping[str, str] | None = None) -> str | None:
     """A digest of everything a local build of the stack reads: each building service's resolved
-    build section (context, dockerfile, args) and every file of its context. None when a context
-    is not a local directory (a git URL, say): such builds always run."""
+    build section (context, dockerfile, args), every file of its context and the IDs of the base
+    images. None when a context is not a local directory (a git URL, say): such builds always run."""
     digest = hashlib.sha256()
+    digest.update(json.dumps(sorted((base_ids or {}).items())).encode())
     for name, service in sorted(stack.services.items()):
         digest.update(json.dumps([name, service.image, service.build], sort_keys=True).encode())
         if not service.builds:
@@ -55,22 +82,30 @@ def build_fingerprint(stack: Stack) -> str | None:
 
 
 def build_if_changed(compose_bin: Path, stack: Stack, env_path: Path, stamps: Path) -> tuple[dict[str, str], bool]:
-    """Build the stack's images locally unless an earlier build of the very same inputs left
-    exactly these images (same IDs under the same names); returns (service -> image ID, built).
+    """Build the stack's images locally unless an earlier build of the very same inputs (base
+    images included: a refreshed debian:trixie-slim means a rebuild) left exactly these images
+    (same IDs under the same names); returns (service -> image ID, built).
 
     `stamps` (a JSON file) remembers, per build fingerprint, the image IDs that build produced.
+    One `docker image inspect` answers for the stack's images and their bases alike.
     """
     refs = {name: service.image for name, service in stack.services.items()}
-    fingerprint = build_fingerprint(stack)
-    recorded = _read_stamps(stamps).get(fingerprint or "")
-    if recorded:
-        try:
-            if local_image_ids(refs) == recorded:
-                return dict(recorded), False
-        except StackError:
-            pass  # an image is gone: build it again
+    bases = {f"FROM {image}": image for image in base_images(stack)}
+
+    def inspect() -> tuple[dict[str, str], str | None]:
+        ids = local_image_ids({**refs, **bases})
+        fingerprint = build_fingerprint(stack, {ref: ids[ref] for ref in bases})
+        return {service: ids[service] for service in refs}, fingerprint
+
+    try:
+        ids, fingerprint = inspect()
+    except StackError:
+        pass  # an image or a base is missing: build (which reports what it cannot find)
+    else:
+        if fingerprint and _read_stamps(stamps).get(fingerprint) == ids:
+            return ids, False
     build_locally(compose_bin, stack.directory, stack.compose_files, env_path)
-    ids = local_image_ids(refs)
+    ids, fingerprint = inspect()
     if fingerprint:
         _write_stamp(stamps, fingerprint, ids)
     return ids, True

@@ -202,7 +202,8 @@ def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
     import ops.images
 
     builds: list[Path] = []
-    images = {"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis"}  # the local engine's tags
+    # the local engine's tags: the stack's images and the base its build starts FROM
+    images = {"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis", "debian:trixie-slim": "sha256:base1"}
     monkeypatch.setattr(ops.images, "build_locally", lambda *args: builds.append(args[1]))
     monkeypatch.setattr(ops.images, "local_image_ids", lambda refs: {s: images[ref] for s, ref in refs.items()})
     stamps = tmp_path / ".opskit" / "builds.json"
@@ -222,7 +223,31 @@ def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
     assert build(stack) is False  # the earlier inputs are still recorded
     images["demo/web:v1"] = "sha256:retagged"
     assert build(stack) is True  # someone re-tagged the image: build again
-    assert len(builds) == 4
+    images["debian:trixie-slim"] = "sha256:base2"
+    assert build(stack) is True  # the base image was refreshed: build again
+    assert build(stack) is False
+    assert len(builds) == 5
+
+
+def test_base_images_are_read_from_each_building_service_dockerfile(tmp_path: Path) -> None:
+    from ops.images import base_images
+
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Containerfile").write_text(
+        "ARG BASE=debian:trixie-slim\n"
+        "FROM --platform=$BUILDPLATFORM golang:1.22 AS Build\n"
+        "RUN make\n"
+        "from debian:trixie-slim\n"
+        "COPY --from=build /app /app\n"
+        "FROM build AS test\n"
+        "FROM ${BASE} AS other\n"
+        "FROM scratch\n"
+    )
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    web = Service("web", "demo/web:v1", True, build={"context": str(tmp_path / "web"), "dockerfile": "Containerfile"})
+    redis = Service("redis", "redis:7", False)
+    stack = Stack(tmp_path, ("compose.yaml",), {"web": web, "redis": redis})
+    assert base_images(stack) == ["debian:trixie-slim", "golang:1.22"]
 
 
 def test_a_release_archive_carries_the_env_file_private(tmp_path: Path) -> None:

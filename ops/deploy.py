@@ -8,6 +8,7 @@ Deploy and rollback never touch volumes.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 import time
@@ -26,9 +27,9 @@ from ops.errors import DeployError, HealthGateError, HostError, OpsError
 from ops.health import ServiceHealth, wait_healthy
 from ops.images import build_if_changed, host_image_ids, send_images
 from ops.lock import DeployLock, operator
-from ops.releases import Release, ReleaseStore, new_release_id
+from ops.releases import OVERRIDE_FILE, Release, ReleaseStore, new_release_id, override_yaml
 from ops.remote import Fleet, Host
-from ops.stack import Stack, archive, content_digest, env_file, load_stack, render_env, stack_dir
+from ops.stack import Stack, archive, content_digest, env_file, file_sums, load_stack, render_env, stack_dir
 
 if TYPE_CHECKING:
     import docker
@@ -102,6 +103,7 @@ class Prepared:
     local_ids: dict[str, str]  # service -> image ID on the local engine (send source)
     git_commit: str
     content: str = ""  # ops.stack.content_digest of the stack and its rendered .env
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 (ops.stack.file_sums)
 
 
 def git_commit(root: Path) -> str:
@@ -134,7 +136,10 @@ def prepare(env: Environment, reporter: Reporter, version: str, *, build: bool =
             detail = f"{len(local_ids)} images" + ("" if built else ", unchanged since the last build")
             reporter.step("local", "build images", CHANGED if built else OK, detail)
     content = content_digest(directory, env_text)
-    return Prepared(stack, env_text, archive(directory, env_text), refs, local_ids, git_commit(env.root), content)
+    files = file_sums(directory, env_text)
+    return Prepared(
+        stack, env_text, archive(directory, env_text), refs, local_ids, git_commit(env.root), content, files
+    )
 
 
 _local: docker.DockerClient | None = None
@@ -373,8 +378,12 @@ def _converge_unchanged(
         ids, report.images_sent = _bring_images(host, env, prepared, store, current, reporter)
         if ids != current.images:
             return None
+    files_match, in_sync = _current_state(host, store, current, prepared)
+    if not files_match:
+        reporter.step(host.name, "release", CHANGED, f"{current.id} was edited on the host: a new release replaces it")
+        return None
     reporter.step(host.name, "release", OK, f"unchanged: {current.id} has the same files, .env and images")
-    if _runs_as_compose_would(host, store, current, prepared.stack):
+    if in_sync:
         reporter.step(host.name, "compose up", OK, "every container runs this release as compose would, healthy")
         report.result = "unchanged"
         return report
@@ -397,41 +406,52 @@ _CONTAINER_FIELDS = (
 )
 
 
-def _runs_as_compose_would(host: Host, store: ReleaseStore, release: Release, stack: Stack) -> bool:
-    """True when `compose up -d` of the release would change nothing and its gate would pass:
-    each service has its number of running, healthy containers, made from the pinned image with
-    the config hash compose computes for the release (compose's own test for recreating), and no
-    container of a service the release lacks. One round trip, no Docker SDK."""
+def _current_state(host: Host, store: ReleaseStore, release: Release, prepared: Prepared) -> tuple[bool, bool]:
+    """(files_match, in_sync) of the host's current release, in one round trip, no Docker SDK.
+
+    files_match: the release directory holds exactly the files this deploy would write and the
+    override pinning its images (nobody edited them on the host). in_sync: `compose up -d` of the release would change nothing and its
+    gate would pass: each service has its number of running, healthy containers, made from the
+    pinned image with the config hash compose computes for the release (compose's own test for
+    recreating), and no container of a service the release lacks."""
     from ops.health import PROJECT_LABEL, summary_state
 
-    marker = "--- opskit containers ---"
+    files_marker, containers_marker = "--- opskit files ---", "--- opskit containers ---"
     done = host.run(
-        store.compose_command(release, "config --hash '*'")
-        + f" && echo {shlex.quote(marker)} && docker ps -a --no-trunc"
+        f"cd {shlex.quote(store.path(release.id))} && find . -type f ! -name 'release.json*' -print0 | xargs -0r sha256sum"
+        f" && echo {shlex.quote(files_marker)} && "
+        + store.compose_command(release, "config --hash '*'")
+        + f" && echo {shlex.quote(containers_marker)} && docker ps -a --no-trunc"
         + f" --filter label={PROJECT_LABEL}={shlex.quote(store.project)} --format {shlex.quote(_CONTAINER_FIELDS)}",
         check=False,
     )
-    hashes, _, listing = done.stdout.partition(marker + "\n")
+    sums, listed, rest = done.stdout.partition(files_marker + "\n")
+    on_host = {name.removeprefix("./"): digest for digest, name in (line.split(None, 1) for line in sums.splitlines())}
+    # The override opskit wrote beside them pins the images: it is checked as well.
+    override = hashlib.sha256(override_yaml(release, store.project).encode()).hexdigest()
+    if not listed or on_host != {**prepared.files, OVERRIDE_FILE: override}:
+        return False, False
+    hashes, _, listing = rest.partition(containers_marker + "\n")
     expected = dict(line.split(None, 1) for line in hashes.splitlines() if len(line.split()) == 2)
     if not done.ok or set(expected) != set(release.pins):
-        return False
+        return True, False
     by_service: dict[str, list[list[str]]] = {}
     for line in listing.splitlines():
         fields = line.split("\t")
         if len(fields) != 5:
-            return False
+            return True, False
         by_service.setdefault(fields[0], []).append(fields)
     if set(by_service) != set(expected):
-        return False
+        return True, False
     for service, containers in by_service.items():
-        wanted = stack.services[service].replicas if service in stack.services else 0
+        wanted = prepared.stack.services[service].replicas if service in prepared.stack.services else 0
         if len(containers) != wanted:
-            return False
+            return True, False
         for _, config_hash, image, state, status in containers:
             healthy = summary_state({"State": state, "Status": status}) in ("healthy", "running")
             if config_hash != expected[service] or image != release.pins[service] or not healthy:
-                return False
-    return True
+                return True, False
+    return True, True
 
 
 def _reachable(host: Host) -> bool:

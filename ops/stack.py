@@ -186,6 +186,15 @@ def content_digest(directory: Path, env_text: str) -> str:
     return digest.hexdigest()
 
 
+def file_sums(directory: Path, env_text: str) -> dict[str, str]:
+    """Each file a release carries (relative path -> sha256), as `sha256sum` on the host tells it."""
+    sums = {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest() for path in _files(directory)
+    }
+    sums[".env"] = hashlib.sha256(env_text.encode()).hexdigest()
+    return sums
+
+
 def archive(directory: Path, env_text: str) -> bytes:
     """A release's files as a gzip'd tar: the stack directory and the rendered .env (mode 0600).
     It is unpacked on the host from stdin, so the secrets never touch a command line or a disk

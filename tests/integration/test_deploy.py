@@ -37,13 +37,17 @@ def deploy(lab: ProvisionedLab, *args: str) -> subprocess.CompletedProcess[str]:
 
 def compose_on(lab: ProvisionedLab, index: int, args: str) -> str:
     """`docker compose ARGS` of the current release, run on the lab host by hand; its output."""
+    return by_hand(lab, index, f"docker compose -p demo -f compose.yaml -f compose.opskit.yaml {args}")
+
+
+def by_hand(lab: ProvisionedLab, index: int, script: str) -> str:
+    """A shell script run by hand on the lab host in the current release's directory; its output."""
     import docker
 
     client = docker.from_env(version="auto")
     try:
         container = client.containers.get(lab.spec.container(index))
-        script = f"cd /opt/demo/current && docker compose -p demo -f compose.yaml -f compose.opskit.yaml {args}"
-        code, output = container.exec_run(["sh", "-c", script])
+        code, output = container.exec_run(["sh", "-c", f"cd /opt/demo/current && {script}"])
     finally:
         client.close()
     assert code == 0, output
@@ -75,6 +79,15 @@ def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -
     hosts = json.loads(again.stdout)["hosts"]
     assert [host["result"] for host in hosts] == ["unchanged", "unchanged"]
     assert all(host["release"] == host["previous"] for host in hosts)
+    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+    # A release edited by hand on the second host is not "unchanged": a new release replaces it.
+    by_hand(lab, 2, "echo '# edited by hand' >> compose.yaml")
+    edited = deploy(lab, "--version", "v2", "--json")
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    hosts = json.loads(edited.stdout)["hosts"]
+    assert [host["result"] for host in hosts] == ["unchanged", "deployed"]
+    assert hosts[1]["release"] != hosts[1]["previous"]
+    assert "edited by hand" not in by_hand(lab, 2, "cat compose.yaml")
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
 
     # v3 fails its health check: each host goes back to v2 by itself, exit code 1, audited.

@@ -114,6 +114,7 @@ class DeployLock:
         reason: str,
         *,
         wait_seconds: float = 0,
+        until_released: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -126,7 +127,9 @@ class DeployLock:
             reason=reason,
             token=os.urandom(8).hex(),
             machine=socket.gethostname(),
-            pid=os.getpid(),
+            # A lock held until lock.release (maintenance) outlives the command that took it: no
+            # process to check, so no later run on this machine takes it over as abandoned.
+            pid=0 if until_released else os.getpid(),
         )
         self.held: list[Host] = []
         self.taken_over: list[str] = []

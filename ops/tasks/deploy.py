@@ -251,7 +251,7 @@ def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance"
 
     environment = load_env(c, env)
     with Fleet.connect(environment) as fleet:
-        lock = DeployLock(fleet.hosts, environment.project, reason, wait_seconds=wait)
+        lock = DeployLock(fleet.hosts, environment.project, reason, wait_seconds=wait, until_released=True)
         lock.acquire()
     console().print(f"locked {len(lock.held)} hosts: {lock.info.describe()}")
 

@@ -187,6 +187,17 @@ def test_a_lock_left_by_a_killed_process_here_is_taken_over() -> None:
         DeployLock([Host(HostSpec("b"), LockHost(alive))], "demo", "deploy v2").acquire()
 
 
+def test_a_maintenance_lock_outlives_the_command_that_took_it() -> None:
+    """`inv lock.acquire` exits at once; a later deploy on the same machine must not take its lock
+    over as abandoned."""
+    host = Host(HostSpec("a"), LockHost(None))
+    maintenance = DeployLock([host], "demo", "maintenance", until_released=True)
+    maintenance.acquire()
+    assert json.loads(host.runner.lock)["pid"] == 0  # type: ignore[attr-defined]
+    with pytest.raises(LockError, match="maintenance"):
+        DeployLock([host], "demo", "deploy v2").acquire()
+
+
 def _stack(tmp_path: Path, web_args: dict[str, str]) -> Stack:
     (tmp_path / "web").mkdir(exist_ok=True)
     (tmp_path / "web" / "Dockerfile").write_text("FROM debian:trixie-slim\n")

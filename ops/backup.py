@@ -30,6 +30,7 @@ from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import BackupError, OpsError
 from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
+from ops.lock import DeployLock
 from ops.remote import Fleet, Host
 
 VOLUME_LABEL = "com.docker.compose.volume"
@@ -869,6 +870,7 @@ class BackupOptions:
     volumes: list[str] | None = None  # limit to these (compose or engine names)
     compression: str | None = None  # default from BACKUP_COMPRESSION
     target: str | None = None  # local | host; default from BACKUP_TARGET
+    lock_wait: float = 0  # seconds to wait for a deploy, rollback or restore holding the lock
 
 
 def _wait_redis_save(host: Host, container: str, timeout: float) -> None:
@@ -1169,9 +1171,16 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             return
         shutil.rmtree(partial, ignore_errors=True)
 
+    # The deploy lock, held while the volumes are read: no deploy, rollback or restore changes them
+    # under the archive (a backup of a half-restored volume would look complete).
+    lock = DeployLock(fleet.hosts, env.project, f"backup {snapshot_id}", wait_seconds=options.lock_wait)
     with fleet:
         try:
-            outcome = fleet.map(one)
+            lock.acquire()
+            try:
+                outcome = fleet.map(one)
+            finally:
+                lock.release()
             for item in outcome.outcomes:
                 if item.error is not None:
                     errors.append(item.error.one_line())
@@ -1463,7 +1472,6 @@ def restore(
     host: str | None = None,
 ) -> RestoreResult:
     """Put archived volumes back: stop their services, replace the contents, start, health-gate."""
-    from ops.lock import DeployLock
 
     started = time.monotonic()
     snapshot = find_snapshot(target_dir(env), snapshot_id)
@@ -1727,7 +1735,13 @@ def cron_line(env: Environment, expression: str) -> str:
     program = shlex.quote(str(inv)) if inv.exists() else "inv"
     log = shlex.quote(str(target_dir(env) / "cron.log"))
     name = shlex.quote(env.name)
-    tasks = ["all", "verify --no-extract", *(["offsite"] if env.settings.get("BACKUP_OFFSITE") else []), "prune"]
+    # A scheduled run waits up to 15 minutes for a deploy (or restore) to finish before it fails.
+    tasks = [
+        "all --lock-wait 900",
+        "verify --no-extract",
+        *(["offsite"] if env.settings.get("BACKUP_OFFSITE") else []),
+        "prune",
+    ]
     steps = " && ".join(f"{program} backup.{task} --env {name}" for task in tasks)
     return (
         f"{check_cron(expression)} cd {shlex.quote(str(env.root))} && mkdir -p {shlex.quote(str(target_dir(env)))} "

@@ -25,6 +25,7 @@ def all_(
     volume: list[str] | None = None,
     gzip: bool = False,
     target: str | None = None,
+    lock_wait: float = 0,
     json: bool = False,
 ) -> None:
     """Back up every named volume of the stack on every host into a new snapshot (BACKUP_TARGET)."""
@@ -38,6 +39,7 @@ def all_(
         volumes=list(volume or []) or None,
         compression="gzip" if gzip else None,
         target=target or None,
+        lock_wait=lock_wait,
     )
     try:
         result = backup_all(environment, reporter, options)
@@ -250,6 +252,7 @@ def collection() -> Collection:
                 "volume": "only this volume (repeatable; compose name, e.g. redis-data)",
                 "gzip": "gzip instead of zstd",
                 "target": "local (BACKUP_DIR on this machine) or host (BACKUP_HOST_DIR on each host)",
+                "lock_wait": "seconds to wait while a deploy, rollback or restore holds the lock (default: fail)",
             },
         )
     )

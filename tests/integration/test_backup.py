@@ -161,6 +161,38 @@ def test_verify_names_a_corrupted_archive(bk: tuple[Lab, Path, Host]) -> None:
         shutil.rmtree(copy)
 
 
+def test_backup_holds_the_deploy_lock_and_waits_for_it_only_when_asked(bk: tuple[Lab, Path, Host]) -> None:
+    """A backup reads the volumes under the deploy lock: never while a deploy, rollback or restore
+    (or maintenance, here) holds it; the cron entry waits, a person gets the holder at once."""
+    lab, backups, _ = bk
+    before = sorted(path.name for path in backups.iterdir())
+    locked = opskit(lab.root, "lock.acquire", "--env", ENV, "--reason", "restore drill")
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    try:
+        refused = opskit(lab.root, "backup.all", "--env", ENV, "--volume", "redis-data")
+        assert refused.returncode == 1
+        assert "locked by" in refused.stderr and "restore drill" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert sorted(path.name for path in backups.iterdir()) == before  # no snapshot, no .partial
+        environ = {**os.environ, "OPS_ROOT": str(lab.root)}
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", "from ops.cli import main; main()", "backup.all", "--env", ENV,
+             "--volume", "redis-data", "--lock-wait", "60"],
+            cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(4)
+        assert waiting.poll() is None  # still waiting for the lock
+    finally:
+        released = opskit(lab.root, "lock.release", "--env", ENV)
+    assert released.returncode == 0, released.stdout + released.stderr
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, out + err
+    (new,) = [s for s in list_snapshots(backups) if s.path.name not in before]
+    assert new.complete and [a.volume for a in new.archives] == ["redis-data"] * len(lab.env.hosts)
+    status = json.loads(opskit(lab.root, "lock.status", "--env", ENV, "--json").stdout)
+    assert all(not row["locked"] for row in status.values())  # and it let go of the lock
+
+
 def test_prune_keeps_exactly_what_the_policy_says(bk: tuple[Lab, Path, Host], tmp_path: Path) -> None:
     lab, backups, _ = bk
     good = [s for s in list_snapshots(backups) if s.complete]

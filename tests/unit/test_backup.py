@@ -385,7 +385,11 @@ def test_cron_entry_is_checked_and_replaced_per_environment(tmp_path: Path) -> N
     fake.chmod(0o755)
     table.write_text("0 1 * * * other job\n")
     line = schedule(env, "17 3 * * *", crontab=str(fake))
-    assert line.startswith("17 3 * * * cd ") and "backup.all --env t" in line and "backup.prune --env t" in line
+    assert (
+        line.startswith("17 3 * * * cd ")
+        and "backup.all --lock-wait 900 --env t" in line
+        and "backup.prune --env t" in line
+    )
     schedule(env, "5 4 * * *", crontab=str(fake))
     entries = table.read_text().splitlines()
     assert entries[0] == "0 1 * * * other job" and len(entries) == 2 and entries[1].startswith("5 4 * * *")

@@ -410,10 +410,11 @@ def _current_state(host: Host, store: ReleaseStore, release: Release, prepared: 
     """(files_match, in_sync) of the host's current release, in one round trip, no Docker SDK.
 
     files_match: the release directory holds exactly the files this deploy would write and the
-    override pinning its images (nobody edited them on the host). in_sync: `compose up -d` of the release would change nothing and its
-    gate would pass: each service has its number of running, healthy containers, made from the
-    pinned image with the config hash compose computes for the release (compose's own test for
-    recreating), and no container of a service the release lacks."""
+    override pinning its images (nobody edited them on the host).
+    in_sync: `compose up -d` of the release would change nothing and its gate would pass: each
+    service has its number of running, healthy containers, made from the pinned image with the
+    config hash compose computes for the release (compose's own test for recreating), and no
+    container of a service the release lacks."""
     from ops.health import PROJECT_LABEL, summary_state
 
     files_marker, containers_marker = "--- opskit files ---", "--- opskit containers ---"
@@ -426,10 +427,15 @@ def _current_state(host: Host, store: ReleaseStore, release: Release, prepared: 
         check=False,
     )
     sums, listed, rest = done.stdout.partition(files_marker + "\n")
-    on_host = {name.removeprefix("./"): digest for digest, name in (line.split(None, 1) for line in sums.splitlines())}
+    if not listed:
+        return False, False
+    on_host = {}
+    for line in sums.splitlines():  # sha256sum: "DIGEST  ./relative/path"
+        digest, _, name = line.partition("  ")
+        on_host[name.removeprefix("./")] = digest
     # The override opskit wrote beside them pins the images: it is checked as well.
     override = hashlib.sha256(override_yaml(release, store.project).encode()).hexdigest()
-    if not listed or on_host != {**prepared.files, OVERRIDE_FILE: override}:
+    if on_host != {**prepared.files, OVERRIDE_FILE: override}:
         return False, False
     hashes, _, listing = rest.partition(containers_marker + "\n")
     expected = dict(line.split(None, 1) for line in hashes.splitlines() if len(line.split()) == 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -315,3 +316,37 @@ def test_a_lock_held_on_one_of_three_hosts_leaves_none_taken() -> None:
         DeployLock(hosts, "demo", "deploy v2").acquire()
     assert raised.value.one_line().startswith("b: locked by bob@laptop")
     assert [host.runner.lock is None for host in hosts] == [True, False, True]  # type: ignore[attr-defined]
+
+
+def test_current_state_tells_hand_edited_files_from_drifted_containers() -> None:
+    """One SSH answer: the release directory's sha256sums, compose's config hashes, `docker ps`."""
+    from ops.deploy import Prepared, _current_state
+    from ops.releases import OVERRIDE_FILE, Release, ReleaseStore, override_yaml
+
+    release = Release("1-v1", "v1", "abc", "me", "now", ("compose.yaml",), pins={"web": "demo/web:pin1"})
+    override = hashlib.sha256(override_yaml(release, "demo").encode()).hexdigest()
+    files = {"compose.yaml": "c" * 64, ".env": "e" * 64}
+    stack = Stack(Path("."), ("compose.yaml",), {"web": Service("web", "demo/web:v1", True)})
+    prepared = Prepared(stack, "", b"", {"web": "demo/web:v1"}, {}, "abc", "digest", files)
+
+    class Answer(FakeRunner):
+        def __init__(self, stdout: str):
+            super().__init__()
+            self.stdout = stdout
+
+        def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
+            return CommandResult(command, 0, self.stdout, "")
+
+    def state(sums: dict[str, str], container: str) -> tuple[bool, bool]:
+        listing = "".join(f"{digest}  ./{name}\n" for name, digest in sums.items())
+        stdout = f"{listing}--- opskit files ---\nweb hash1\n--- opskit containers ---\n{container}\n"
+        host = Host(HostSpec("a"), Answer(stdout))
+        return _current_state(host, ReleaseStore(host, "demo"), release, prepared)
+
+    running = "web\thash1\tdemo/web:pin1\trunning\tUp 5 minutes (healthy)"
+    on_host = {**files, OVERRIDE_FILE: override}
+    assert state(on_host, running) == (True, True)
+    assert state({**on_host, "compose.yaml": "d" * 64}, running) == (False, False)  # edited by hand
+    assert state({**on_host, "extra.yaml": "f" * 64}, running) == (False, False)  # a file added there
+    assert state(on_host, running.replace("hash1", "hash0")) == (True, False)  # config drifted
+    assert state(on_host, running.replace("running\tUp 5 minutes (healthy)", "exited\tExited (1)")) == (True, False)

@@ -62,6 +62,15 @@ def tree_digest(host: Host, volume: str) -> str:
     ).stdout
 
 
+def destroy(host: Host, services: list[str]) -> None:
+    """What a disaster leaves: the services' containers and their volumes (`<service>-data`) gone."""
+    store = ReleaseStore(host, "demo")
+    current = store.get(store.current_id() or "")
+    assert current is not None
+    host.run(store.compose_command(current, f"rm -s -f {' '.join(services)}"), timeout=120)
+    host.run("docker volume rm " + " ".join(f"demo_{service}-data" for service in services))
+
+
 def healthy(host: Host, timeout: float = 120) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -113,11 +122,7 @@ def test_backup_destroy_restore_gives_back_identical_data(bk: tuple[Lab, Path, H
     assert "6/6 archives ok" in verified.stdout and verified.stdout.count("test extract") == 6
 
     # Destroy: the volumes' services and the volumes themselves.
-    store = ReleaseStore(host, "demo")
-    current = store.get(store.current_id() or "")
-    assert current is not None
-    host.run(store.compose_command(current, "rm -s -f redis alertmanager prometheus"), timeout=120)
-    host.run("docker volume rm demo_redis-data demo_alertmanager-data demo_prometheus-data")
+    destroy(host, ["redis", "alertmanager", "prometheus"])
 
     # Bad input changes nothing: no --yes and no terminal.
     refused = opskit(lab.root, "backup.restore", snapshot.id, "--env", ENV, "--host", host.name)
@@ -371,11 +376,7 @@ def test_host_target_backs_up_verifies_and_restores_on_the_host(bk: tuple[Lab, P
         assert "4/4 archives ok" in verified.stdout and verified.stdout.count("test extract") == 4
 
         # Destroy the data, restore from the archives on the host: byte-identical, healthy.
-        store = ReleaseStore(host, "demo")
-        current = store.get(store.current_id() or "")
-        assert current is not None
-        host.run(store.compose_command(current, "rm -s -f redis alertmanager"), timeout=120)
-        host.run("docker volume rm demo_redis-data demo_alertmanager-data")
+        destroy(host, ["redis", "alertmanager"])
         restored = opskit(lab.root, "backup.restore", snapshot.id, "--env", "itestbkh", "--host", host.name, "--yes")
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "restore: 2 volumes" in restored.stdout

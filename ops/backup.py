@@ -23,15 +23,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from ops import __version__
 from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import BackupError, OpsError
 from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
-from ops.lock import DeployLock
-from ops.remote import Fleet, FleetResult, Host
+from ops.lock import held
+from ops.remote import Fleet, Host
 
 VOLUME_LABEL = "com.docker.compose.volume"
 PRE_LABEL = "opskit.backup.pre"
@@ -49,7 +49,6 @@ EXTENSIONS = {"zstd": ".zst", "gzip": ".gz"}
 # still entropy-codes what it cannot match (benchmarks/backup.py). BACKUP_LEVEL raises it, or
 # lowers it below zero to zstd's --fast levels (matches only: faster, larger archives).
 DEFAULT_LEVEL = 1
-T = TypeVar("T")
 LEVELS = {"zstd": (-10, 19), "gzip": (1, 9)}
 
 
@@ -1064,18 +1063,6 @@ def _host_versions(host: Host, project: str) -> dict[str, str]:
     }
 
 
-def map_locked(
-    fleet: Fleet, env: Environment, reason: str, work: Callable[[Host], T], wait: float = 0
-) -> FleetResult[T]:
-    """fleet.map(work) while holding the deploy lock on the fleet's hosts (waiting up to `wait` s)."""
-    lock = DeployLock(fleet.hosts, env.project, reason, wait_seconds=wait)
-    lock.acquire()
-    try:
-        return fleet.map(work)
-    finally:
-        lock.release()
-
-
 def _host_dirname(host: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", host)
 
@@ -1188,7 +1175,8 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         try:
             # No deploy, rollback or restore changes the volumes under the archive (a backup of a
             # half-restored volume would look complete).
-            outcome = map_locked(fleet, env, f"backup {snapshot_id}", one, wait=options.lock_wait)
+            with held(fleet, env.project, f"backup {snapshot_id}", reporter, wait=options.lock_wait):
+                outcome = fleet.map(one)
             for item in outcome.outcomes:
                 if item.error is not None:
                     errors.append(item.error.one_line())
@@ -1509,8 +1497,11 @@ def restore(
         reporter.step(target.name, "health gate", OK, "every service healthy")
         return done
 
-    with Fleet.connect(env, only=sorted(by_host)) as fleet:
-        outcome = map_locked(fleet, env, f"restore {snapshot.id}", one)
+    with (
+        Fleet.connect(env, only=sorted(by_host)) as fleet,
+        held(fleet, env.project, f"restore {snapshot.id}", reporter),
+    ):
+        outcome = fleet.map(one)
     for item in outcome.outcomes:
         result.restored.extend(item.value or [])
         if item.error is not None:

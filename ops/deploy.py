@@ -12,9 +12,8 @@ import hashlib
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
 from ops.health import ServiceHealth, wait_healthy
 from ops.images import build_if_changed, host_image_ids, send_images
-from ops.lock import DeployLock, operator
+from ops.lock import held, operator
 from ops.releases import OVERRIDE_FILE, Release, ReleaseStore, new_release_id, override_yaml
 from ops.remote import Fleet, Host
 from ops.stack import Stack, archive, content_digest, env_file, file_sums, load_stack, render_env, stack_dir
@@ -492,23 +491,6 @@ def _audit(env: Environment, action: str, version: str, reports: list[HostReport
         list(pool.map(record, reports))
 
 
-@contextmanager
-def _locked(fleet: Fleet, env: Environment, reason: str, wait: float, reporter: Reporter) -> Iterator[DeployLock]:
-    """The deploy lock on every host of the fleet for the duration of the block, always released."""
-    fleet.open_connections()
-    lock = DeployLock(fleet.hosts, env.project, reason, wait_seconds=wait)
-    lock.acquire()
-    for note in lock.taken_over:
-        reporter.step("all", "lock", CHANGED, f"took over a lock whose process is gone: {note}")
-    reporter.step("all", "lock", OK, f"held on {len(lock.held)} hosts")
-    try:
-        yield lock
-    finally:
-        lock.release()
-        for name in lock.unreleased:
-            reporter.step(name, "lock", FAILED, "not released (host unreachable): run inv lock.release once it is back")
-
-
 def _batches(hosts: list[Host], size: int) -> list[list[Host]]:
     size = size if size > 0 else len(hosts)
     return [hosts[index : index + size] for index in range(0, len(hosts), size)]
@@ -557,7 +539,7 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
         if options.dry_run:
             result.hosts = [_plan(host, env, prepared, reporter) for host in fleet.hosts]
             return result
-        with _locked(fleet, env, options.reason or f"deploy {options.version}", options.lock_wait, reporter):
+        with held(fleet, env.project, options.reason or f"deploy {options.version}", reporter, wait=options.lock_wait):
             result.hosts = _run_batches(
                 env,
                 fleet,
@@ -617,7 +599,7 @@ def rollback(
         return report
 
     reason = f"rollback to {to or 'previous'}"
-    with Fleet.connect(env, only=hosts) as fleet, _locked(fleet, env, reason, lock_wait, reporter):
+    with Fleet.connect(env, only=hosts) as fleet, held(fleet, env.project, reason, reporter, wait=lock_wait):
         result.hosts = _run_batches(env, fleet, 0, one, reporter)
         _audit(env, "rollback", to or "previous", result.hosts, fleet.hosts)
     result.seconds = time.monotonic() - started
@@ -711,7 +693,7 @@ def swap(
         )
 
     reason = f"swap {service} to {version or image}"
-    with Fleet.connect(env, only=hosts) as fleet, _locked(fleet, env, reason, lock_wait, reporter):
+    with Fleet.connect(env, only=hosts) as fleet, held(fleet, env.project, reason, reporter, wait=lock_wait):
         result.hosts = _run_batches(env, fleet, batch, one, reporter)
         _audit(env, f"swap {service}", version or str(image), result.hosts, fleet.hosts)
     result.seconds = time.monotonic() - started

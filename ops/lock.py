@@ -14,13 +14,15 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from ops.console import CHANGED, FAILED, OK, Reporter
 from ops.errors import LockError, OpsError
-from ops.remote import Host
+from ops.remote import Fleet, Host
 
 DEFAULT_TTL = 3600
 
@@ -209,3 +211,21 @@ class DeployLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def held(fleet: Fleet, project: str, reason: str, reporter: Reporter, *, wait: float = 0) -> Iterator[DeployLock]:
+    """The deploy lock on every host of the fleet for the duration of the block, always released;
+    what was taken over or could not be released is reported."""
+    fleet.open_connections()
+    lock = DeployLock(fleet.hosts, project, reason, wait_seconds=wait)
+    lock.acquire()
+    for note in lock.taken_over:
+        reporter.step("all", "lock", CHANGED, f"took over a lock whose process is gone: {note}")
+    reporter.step("all", "lock", OK, f"held on {len(lock.held)} hosts")
+    try:
+        yield lock
+    finally:
+        lock.release()
+        for name in lock.unreleased:
+            reporter.step(name, "lock", FAILED, "not released (host unreachable): run inv lock.release once it is back")

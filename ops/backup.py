@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -1101,12 +1101,20 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         snapshot_id = new_snapshot_id()
     partial = target / f"{snapshot_id}{PARTIAL}"
     partial.mkdir()
-    created = datetime.now(UTC).isoformat(timespec="seconds")
+    snapshot = Snapshot(
+        snapshot_id,
+        partial,
+        complete=False,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        environment=env.name,
+        project=env.project,
+        host_dir=on_host.base if on_host else "",
+    )
     if on_host:
         # Says where the hosts' `<id>.partial` directories are, should this run be killed before
         # it can clean up: backup.prune removes them with this one once it is stale.
-        selected = [spec.name for spec in env.hosts if not options.hosts or spec.name in options.hosts]
-        _write_in_progress(partial, snapshot_id, env, created, on_host.base, selected)
+        snapshot.hosts = {spec.name: {} for spec in env.hosts if not options.hosts or spec.name in options.hosts}
+        (partial / MANIFEST).write_text(_manifest_text(snapshot, env))
     reporter.info(f"snapshot {snapshot_id} -> {f'{on_host.base} on each host' if on_host else target}")
     hosts_info: dict[str, dict[str, str]] = {}
 
@@ -1146,15 +1154,6 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             )
         return records
 
-    snapshot = Snapshot(
-        snapshot_id,
-        partial,
-        complete=False,
-        created=created,
-        environment=env.name,
-        project=env.project,
-        host_dir=on_host.base if on_host else "",
-    )
     errors: list[str] = []
     try:
         fleet = Fleet.connect(env, only=options.hosts)
@@ -1210,43 +1209,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_in_progress(
-    directory: Path, snapshot_id: str, env: Environment, created: str, host_dir: str, hosts: list[str]
-) -> None:
-    """An incomplete manifest in a host-target snapshot's catalogue: the hosts and their directory."""
+def _manifest_text(snapshot: Snapshot, env: Environment) -> str:
+    """manifest.json of the snapshot: complete with its archives, or (a host-target backup under
+    way) incomplete, saying which hosts hold its `.partial` directories and where."""
     data = {
         "format": FORMAT,
-        "complete": False,
-        "id": snapshot_id,
-        "environment": env.name,
-        "project": env.project,
-        "created": created,
-        "target": "host",
-        "host_dir": host_dir,
-        "hosts": {name: {} for name in hosts},
-        "archives": [],
-    }
-    (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> dict[str, str]:
-    """Write manifest.json and BACKUP_INFO.md into directory; returns both texts by name."""
-    data = {
-        "format": FORMAT,
-        "complete": True,
+        "complete": snapshot.complete,
         "id": snapshot.id,
         "environment": env.name,
         "project": env.project,
         "created": snapshot.created,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "opskit": __version__,
         "hosts": snapshot.hosts,
         "target": "host" if snapshot.host_dir else "local",
         "host_dir": snapshot.host_dir,
         "archives": [record.as_dict() for record in snapshot.archives],
     }
+    if snapshot.complete:
+        data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _write_manifest(snapshot: Snapshot, directory: Path, env: Environment) -> dict[str, str]:
+    """Write manifest.json (complete) and BACKUP_INFO.md into directory; returns both texts by name."""
     info = backup_info(snapshot, env)
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    text = _manifest_text(replace(snapshot, complete=True), env)
     (directory / INFO).write_text(info)
     manifest = directory / MANIFEST
     with manifest.open("w") as handle:

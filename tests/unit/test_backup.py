@@ -540,7 +540,7 @@ def test_host_target_discard_goes_on_past_an_unreachable_host_and_names_it() -> 
 
 
 def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: Path) -> None:
-    from ops.backup import _write_in_progress, read_snapshot
+    from ops.backup import MANIFEST, _manifest_text, read_snapshot
     from ops.config import load_environment
 
     (tmp_path / "env").mkdir()
@@ -548,7 +548,11 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
     env = load_environment("t", tmp_path, {})
     partial = tmp_path / "20260101T000000Z.partial"
     partial.mkdir()
-    _write_in_progress(partial, "20260101T000000Z", env, "2026-01-01T00:00:00+00:00", "/srv/bk", ["127.0.0.2"])
+    under_way = Snapshot(
+        "20260101T000000Z", partial, complete=False, created="2026-01-01T00:00:00+00:00", host_dir="/srv/bk"
+    )
+    under_way.hosts = {"127.0.0.2": {}}
+    (partial / MANIFEST).write_text(_manifest_text(under_way, env))
     snapshot = read_snapshot(partial)
     assert (snapshot.id, snapshot.complete, snapshot.host_dir) == ("20260101T000000Z", False, "/srv/bk")
     assert list(snapshot.hosts) == ["127.0.0.2"] and snapshot.archives == []

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ops.console import OK, Reporter
 from ops.errors import HostError, StackError
 from ops.remote import Host
-from ops.stack import Stack, digest_files
+from ops.stack import Service, Stack, digest_files
 
 if TYPE_CHECKING:
     import docker
@@ -42,6 +42,10 @@ def build_locally(compose_bin: Path, directory: Path, files: tuple[str, ...], en
 FROM_LINE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
 
 
+def _build_context(stack: Stack, service: Service) -> Path:
+    return Path(str(service.build.get("context") or stack.directory))
+
+
 def base_images(stack: Stack) -> list[str]:
     """The images the stack's local builds start FROM: earlier stages, scratch and names built
     from ARGs (resolved only by the build) left out."""
@@ -49,9 +53,8 @@ def base_images(stack: Stack) -> list[str]:
     for service in stack.services.values():
         if not service.builds:
             continue
-        context = Path(str(service.build.get("context") or stack.directory))
         try:
-            text = (context / str(service.build.get("dockerfile") or "Dockerfile")).read_text()
+            text = (_build_context(stack, service) / str(service.build.get("dockerfile") or "Dockerfile")).read_text()
         except OSError:
             continue  # the build reports it
         stages: set[str] = set()
@@ -74,7 +77,7 @@ def build_fingerprint(stack: Stack, base_ids: Mapping[str, str] | None = None) -
         digest.update(json.dumps([name, service.image, service.build], sort_keys=True).encode())
         if not service.builds:
             continue
-        context = Path(str(service.build.get("context") or stack.directory))
+        context = _build_context(stack, service)
         if not context.is_dir():
             return None
         digest_files(context, digest)

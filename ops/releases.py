@@ -121,12 +121,13 @@ class ReleaseStore:
     def get(self, release_id: str) -> Release | None:
         return next((release for release in self.list() if release.id == release_id), None)
 
+    def _replace_metadata(self, release_id: str) -> str:
+        """A command that replaces the release's release.json with its stdin (renamed into place)."""
+        path = self.path(release_id)
+        return f"cat > {path}/release.json.tmp && mv {path}/release.json.tmp {path}/release.json"
+
     def write_metadata(self, release: Release) -> None:
-        path = self.path(release.id)
-        self.host.run(
-            f"cat > {path}/release.json.tmp && mv {path}/release.json.tmp {path}/release.json",
-            stdin=release.to_json() + "\n",
-        )
+        self.host.run(self._replace_metadata(release.id), stdin=release.to_json() + "\n")
 
     def write_override(self, release: Release) -> None:
         path = self.path(release.id)
@@ -136,9 +137,8 @@ class ReleaseStore:
         """Record the release as active and point current at it: a new symlink renamed over the
         old one (atomic), in one round trip. Returns the release as recorded."""
         active = release.with_status("active")
-        path = self.path(release.id)
         self.host.run(
-            f"cat > {path}/release.json.tmp && mv {path}/release.json.tmp {path}/release.json && "
+            f"{self._replace_metadata(release.id)} && "
             f"cd {self.base} && ln -sfn releases/{shlex.quote(release.id)} current.new && mv -T current.new current",
             stdin=active.to_json() + "\n",
         )

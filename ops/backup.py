@@ -1290,6 +1290,14 @@ def backup_info(snapshot: Snapshot, env: Environment) -> str:
 # --- verify ------------------------------------------------------------------------------------
 
 
+def by_host(records: Iterable[ArchiveRecord]) -> dict[str, list[ArchiveRecord]]:
+    """The records grouped by the host that holds (or held) their volume, in their order."""
+    grouped: dict[str, list[ArchiveRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.host, []).append(record)
+    return grouped
+
+
 @dataclass
 class VerifyResult:
     snapshot: Snapshot
@@ -1340,30 +1348,25 @@ def verify(
             good.append(record)
 
     if snapshot.host_dir:  # each host hashes its own archives
-        on: dict[str, list[ArchiveRecord]] = {}
-        for record in snapshot.archives:
-            on.setdefault(record.host, []).append(record)
+        records_on = by_host(snapshot.archives)
 
         def check_host(host: Host) -> None:
-            for record in on[host.name]:
+            for record in records_on[host.name]:
                 check(host, record)
 
-        with Fleet.connect(env, only=sorted(on)) as fleet:
+        with Fleet.connect(env, only=sorted(records_on)) as fleet:
             hashed = fleet.map(check_host)
         result.bad.extend(f"{item.host}: {item.error.one_line()}" for item in hashed.outcomes if item.error)
     else:
         for record in snapshot.archives:
             check(None, record)
     if extract and good:
-        by_host: dict[str, list[ArchiveRecord]] = {}
-        for record in good:
-            by_host.setdefault(record.host, []).append(record)
-
+        good_on = by_host(good)
         identity = age_identity(env)
 
         def one(host: Host) -> list[str]:
             bad = []
-            for record in by_host.get(host.name, []):
+            for record in good_on.get(host.name, []):
                 if record.encrypted and identity is None:
                     reporter.step(host.name, "test extract", SKIPPED, f"{record.archive}: encrypted, no identity")
                     continue
@@ -1374,7 +1377,7 @@ def verify(
                     reporter.step(host.name, "test extract", FAILED, f"{record.archive}: {error.message}")
             return bad
 
-        with Fleet.connect(env, only=sorted(by_host)) as fleet:
+        with Fleet.connect(env, only=sorted(good_on)) as fleet:
             outcome = fleet.map(one)
         for item in outcome.outcomes:
             result.bad.extend(item.value or [])
@@ -1470,14 +1473,12 @@ def restore(
         if not snapshot.host_dir and not (snapshot.path / record.archive).is_file():
             raise BackupError(f"archive {record.archive} is missing from {snapshot.path}", hint="inv backup.verify")
     result = RestoreResult(snapshot)
-    by_host: dict[str, list[ArchiveRecord]] = {}
-    for record in records:
-        by_host.setdefault(record.host, []).append(record)
+    records_on = by_host(records)
     timeout = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
 
     def one(target: Host) -> list[str]:
         done = []
-        for record in by_host[target.name]:
+        for record in records_on[target.name]:
             _restore_volume(target, env, snapshot, store, record, reporter)
             done.append(f"{target.name} {record.volume}")
         _gate_project(target, env.project, timeout)
@@ -1485,7 +1486,7 @@ def restore(
         return done
 
     with (
-        Fleet.connect(env, only=sorted(by_host)) as fleet,
+        Fleet.connect(env, only=sorted(records_on)) as fleet,
         held(fleet, env.project, f"restore {snapshot.id}", reporter),
     ):
         outcome = fleet.map(one)

@@ -17,9 +17,8 @@ import time
 
 from common import bench_lab, inv, verdict
 
-from ops.backup import openssh_argv
 from ops.releases import ReleaseStore
-from ops.remote import Fleet
+from ops.remote import Fleet, openssh_argv
 
 RUNS = 3
 

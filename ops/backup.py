@@ -31,7 +31,7 @@ from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
 from ops.errors import BackupError, OpsError
 from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
 from ops.lock import held
-from ops.remote import Fleet, Host
+from ops.remote import Fleet, Host, openssh_argv
 
 VOLUME_LABEL = "com.docker.compose.volume"
 PRE_LABEL = "opskit.backup.pre"
@@ -408,30 +408,6 @@ def find_snapshot(directory: Path, wanted: str | None) -> Snapshot:
 
 
 # --- streaming ---------------------------------------------------------------------------------
-
-
-def openssh_argv(host: Host) -> list[str] | None:
-    """The OpenSSH client for bulk data, with the same pinned host keys and identity as the runner.
-
-    paramiko moves data in Python (tens of MB/s on a busy machine); ssh(1) does it in C. Host keys
-    are checked against the environment's known_hosts only (StrictHostKeyChecking=yes, no global
-    file, no user config), as for every other connection. None when ssh(1) is not installed or the
-    host is not reached over SSHRunner (unit tests): paramiko is used then.
-    """
-    from ops.remote import SSHRunner
-
-    runner = host.runner
-    if not isinstance(runner, SSHRunner) or shutil.which("ssh") is None or os.environ.get("OPS_BACKUP_PARAMIKO"):
-        return None
-    spec = runner.spec
-    argv = ["ssh", "-F", "/dev/null", "-T", "-x", "-a", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-    argv += ["-o", f"UserKnownHostsFile={runner.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
-    argv += ["-o", f"ConnectTimeout={int(runner.connect_timeout)}", "-o", "LogLevel=ERROR"]
-    argv += ["-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"]
-    argv += ["-o", "ServerAliveInterval=15", "-p", str(spec.port), "-l", spec.user]
-    if runner.identity_file:
-        argv += ["-i", str(runner.identity_file), "-o", "IdentitiesOnly=yes"]
-    return [*argv, "--", spec.address]
 
 
 def _channel(host: Host, command: str) -> Any:

@@ -53,7 +53,7 @@ def scan(session: nox.Session) -> None:
     from rich.table import Table
 
     from ops.console import ConsoleReporter
-    from ops.scan import scan_repository
+    from ops.pipeline.scan import scan_repository
 
     reporter = ConsoleReporter()
     result = scan_repository(ROOT, reporter, python=sys.executable)
@@ -83,7 +83,7 @@ def build(session: nox.Session) -> None:
     """Wheel and sdist into dist/ (python -m build, twine check), and the demo stack's images."""
     from ops.console import ConsoleReporter
     from ops.errors import OpsError
-    from ops.images import build_stack_images
+    from ops.images.delivery import build_stack_images
 
     shutil.rmtree(ROOT / "dist", ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", "dist", silent=True)

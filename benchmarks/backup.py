@@ -31,7 +31,7 @@ from common import bench_lab, verdict
 from ops.backup import BackupOptions, backup_all, host_store
 from ops.config import load_environment
 from ops.console import RecordingReporter
-from ops.remote import Fleet
+from ops.transport import Fleet
 
 VOLUME = "bench-data"
 RUNS = 2

@@ -21,10 +21,10 @@ from ops.lab import LabSpec, lab_up  # noqa: E402
 
 
 def bench_lab(name: str, hosts: int, *, provisioned: bool = True, deployed: bool = True) -> tuple[LabSpec, Environment]:
-    from ops.deploy import DeployOptions, deploy
+    from ops.deploy.compose import DeployOptions, deploy
+    from ops.deploy.releases import ReleaseStore
     from ops.provision import provision
-    from ops.releases import ReleaseStore
-    from ops.remote import Fleet
+    from ops.transport import Fleet
 
     spec = LabSpec(name, checkout=REPO, hosts=hosts, env_root=REPO / ".lab" / name)
     print(f"lab {name}: {hosts} hosts ...", flush=True)

@@ -17,8 +17,8 @@ import time
 
 from common import bench_lab, inv, verdict
 
-from ops.releases import ReleaseStore
-from ops.remote import Fleet, openssh_argv
+from ops.deploy.releases import ReleaseStore
+from ops.transport import Fleet, openssh_argv
 
 RUNS = 3
 

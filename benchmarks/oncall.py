@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from ops.config import load_environment  # noqa: E402
 from ops.console import RecordingReporter  # noqa: E402
 from ops.lab import LabSpec, lab_down, lab_up  # noqa: E402
-from ops.remote import Fleet  # noqa: E402
+from ops.transport import Fleet  # noqa: E402
 
 RUNS = 5
 TARGET = 3.0
@@ -47,7 +47,7 @@ def median(args: list[str], environ: dict[str, str]) -> float:
 
 
 def bench_lab() -> tuple[Path, str, LabSpec]:
-    from ops.deploy import DeployOptions, deploy
+    from ops.deploy.compose import DeployOptions, deploy
     from ops.provision import provision
 
     spec = LabSpec("bench", checkout=REPO, hosts=3, env_root=REPO / ".lab" / "bench")

@@ -16,8 +16,8 @@ import time
 from common import bench_lab, inv, verdict
 from loadgen import Load, LoadResult
 
-from ops.releases import ReleaseStore
-from ops.remote import Fleet
+from ops.deploy.releases import ReleaseStore
+from ops.transport import Fleet
 
 SWAPS = int(sys.argv[sys.argv.index("--swaps") + 1]) if "--swaps" in sys.argv else 10
 

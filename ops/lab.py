@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import LabError
+from ops.transport.docker import find_image, local_client
 
 if TYPE_CHECKING:
     import docker
@@ -117,18 +118,12 @@ class LabHost:
 
 def _engine_answers() -> bool:
     try:
-        client = _local_client()
+        client = local_client()
         client.ping()
         client.close()
     except Exception:
         return False
     return True
-
-
-def _local_client() -> docker.DockerClient:
-    import docker
-
-    return docker.from_env(version="auto", timeout=300)
 
 
 def _apt_install(packages: list[str]) -> None:
@@ -187,16 +182,6 @@ def _debian_mirror() -> str:
         if "security" not in uri and "debian" in uri:
             return uri
     raise LabError("no Debian mirror found in apt's sources", hint="configure apt (/etc/apt/sources.list.d)")
-
-
-def find_image(client: docker.DockerClient, name: str) -> Any:
-    """The local image called name, or None when the engine has none."""
-    import docker
-
-    try:
-        return client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return None
 
 
 def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
@@ -392,7 +377,7 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
     import docker
 
     ensure_engine(reporter)
-    client = _local_client()
+    client = local_client()
     ensure_base_image(client, reporter)
     ensure_host_image(client, reporter)
     identity, public_key = ensure_keypair(spec.state_dir)
@@ -452,7 +437,7 @@ def lab_status(spec: LabSpec) -> list[LabHost]:
     """The lab's hosts as the local engine reports them (empty when the lab is not up)."""
     if not _engine_answers():
         return []
-    client = _local_client()
+    client = local_client()
     hosts = []
     for container in client.containers.list(all=True, filters={"label": f"{LABEL}={spec.lab_id}"}):
         index = int(container.labels.get("opskit.index", "0"))
@@ -470,7 +455,7 @@ def lab_down(spec: LabSpec, reporter: Reporter, purge: bool = False) -> None:
         if not purge:
             return
     else:
-        client = _local_client()
+        client = local_client()
         for container in client.containers.list(all=True, filters={"label": f"{LABEL}={spec.lab_id}"}):
             if purge:
                 container.remove(force=True, v=True)

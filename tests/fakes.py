@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ops.errors import HostError
-from ops.remote import CommandResult
+from ops.transport import CommandResult
 
 
 class FakeRunner:

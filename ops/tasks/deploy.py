@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from invoke.context import Context
 
     from ops.config import Environment
-    from ops.deploy import DeployResult
+    from ops.deploy.compose import DeployResult
 
 
 def _confirm(environment: Environment, action: str, yes: bool) -> None:
@@ -34,7 +34,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
     from rich.table import Table
 
     from ops.console import console, print_json
-    from ops.deploy import SUCCEEDED
+    from ops.deploy.compose import SUCCEEDED
 
     if as_json:
         print_json(result.as_dict())
@@ -79,8 +79,8 @@ def deploy(
 ) -> None:
     """Deploy the stack as a new release: validate, lock, images, release, up, health gate, audit."""
     from ops.console import ConsoleReporter
-    from ops.deploy import DeployOptions
-    from ops.deploy import deploy as run_deploy
+    from ops.deploy.compose import DeployOptions
+    from ops.deploy.compose import deploy as run_deploy
 
     environment = load_env(c, env)
     if not dry_run:
@@ -112,7 +112,7 @@ def rollback(
 ) -> None:
     """Go back to the previous (or --to) release: its compose files, env and pinned images."""
     from ops.console import ConsoleReporter
-    from ops.deploy import rollback as run_rollback
+    from ops.deploy.compose import rollback as run_rollback
 
     environment = load_env(c, env)
     _confirm(environment, "roll back", yes)
@@ -126,8 +126,8 @@ def releases(c: Context, env: str | None = None, json: bool = False) -> None:
     from rich.table import Table
 
     from ops.console import console, print_json
-    from ops.releases import ReleaseStore
-    from ops.remote import Fleet, Host
+    from ops.deploy.releases import ReleaseStore
+    from ops.transport import Fleet, Host
 
     environment = load_env(c, env)
 
@@ -178,9 +178,9 @@ def audit(c: Context, env: str | None = None, tail: int = 20, json: bool = False
     """The audit lines of every host, merged by time."""
     from rich.table import Table
 
-    from ops import audit as audit_log
     from ops.console import console, print_json
-    from ops.remote import Fleet
+    from ops.host import audit as audit_log
+    from ops.transport import Fleet
 
     environment = load_env(c, env)
     with Fleet.connect(environment) as fleet:
@@ -212,8 +212,8 @@ def audit(c: Context, env: str | None = None, tail: int = 20, json: bool = False
 def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
     """Who holds the deploy lock on each host; a lock older than an hour is reported stale."""
     from ops.console import console, print_json
-    from ops.lock import DEFAULT_TTL, read_lock
-    from ops.remote import Fleet
+    from ops.host.lock import DEFAULT_TTL, read_lock
+    from ops.transport import Fleet
 
     environment = load_env(c, env)
     with Fleet.connect(environment) as fleet:
@@ -246,8 +246,8 @@ def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
 def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: float = 0.0) -> None:
     """Take the deploy lock on every host (for maintenance); release it with lock.release."""
     from ops.console import console
-    from ops.lock import DeployLock
-    from ops.remote import Fleet
+    from ops.host.lock import DeployLock
+    from ops.transport import Fleet
 
     environment = load_env(c, env)
     with Fleet.connect(environment) as fleet:
@@ -259,8 +259,8 @@ def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance"
 def lock_release(c: Context, env: str | None = None, force: bool = False) -> None:
     """Release the deploy lock on every host (--force: whoever holds it)."""
     from ops.console import console
-    from ops.lock import operator, read_lock, release
-    from ops.remote import Fleet
+    from ops.host.lock import operator, read_lock, release
+    from ops.transport import Fleet
 
     environment = load_env(c, env)
     me = operator()
@@ -332,7 +332,7 @@ def swap(
 ) -> None:
     """Swap one service blue-green: new containers beside the old, health gate, drain, retire the old."""
     from ops.console import ConsoleReporter
-    from ops.deploy import swap as run_swap
+    from ops.deploy.compose import swap as run_swap
 
     environment = load_env(c, env)
     _confirm(environment, f"swap {service} in", yes)

@@ -19,8 +19,8 @@ def trust(c: Context, env: str | None = None, host: str | None = None, yes: bool
 
     from ops.console import console
     from ops.errors import OpsError
-    from ops.hostkeys import compare, fetch_server_keys, pin, pinned_keys
-    from ops.remote import Fleet
+    from ops.transport import Fleet
+    from ops.transport.hostkeys import compare, fetch_server_keys, pin, pinned_keys
 
     environment = load_env(c, env)
     specs = [h.spec for h in Fleet.connect(environment, only=[host] if host else None).hosts]

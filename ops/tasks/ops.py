@@ -29,7 +29,7 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
     from rich.table import Table
 
     from ops.console import console, print_json
-    from ops.status import environment_status
+    from ops.oncall.status import environment_status
 
     started = time.monotonic()
     environment = load_env(c, env)
@@ -121,7 +121,7 @@ def doctor(c: Context, env: str | None = None, host: str | None = None, json: bo
     from rich.markup import escape
 
     from ops.console import console, print_json
-    from ops.doctor import doctor as run_doctor
+    from ops.oncall.doctor import doctor as run_doctor
 
     started = time.monotonic()
     environment = load_env(c, env)
@@ -157,7 +157,7 @@ def logs(
     from rich.markup import escape
 
     from ops.console import console, redact
-    from ops.services import service_logs
+    from ops.oncall.services import service_logs
 
     environment = load_env(c, env)
     out = console()
@@ -178,7 +178,7 @@ def logs(
 def restart(c: Context, service: str, env: str | None = None) -> None:
     """Restart a service's containers on every host and wait until it is healthy."""
     from ops.console import ConsoleReporter, console
-    from ops.services import restart_service
+    from ops.oncall.services import restart_service
 
     environment = load_env(c, env)
     reporter = ConsoleReporter()
@@ -198,7 +198,7 @@ def exec_(c: Context, service: str, env: str | None = None) -> None:
     from rich.markup import escape
 
     from ops.console import console, redact
-    from ops.services import exec_in_service
+    from ops.oncall.services import exec_in_service
 
     argv = sys.argv
     words = argv[argv.index("--") + 1 :] if "--" in argv else []

@@ -1,4 +1,4 @@
-"""`inv runbook.*`: list, show and run the runbooks (ops/runbooks/ and the repository's runbooks/)."""
+"""`inv runbook.*`: list, show and run the runbooks (ops/oncall/runbooks/ and the repository's runbooks/)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def list_(c: Context, json: bool = False) -> None:
     from rich.table import Table
 
     from ops.console import console, print_json
-    from ops.runbook import load_all
+    from ops.oncall.runbook import load_all
 
     runbooks = load_all(project_root())
     if json:
@@ -44,7 +44,7 @@ def show(c: Context, name: str, json: bool = False) -> None:
     from rich.markup import escape
 
     from ops.console import console, print_json
-    from ops.runbook import find
+    from ops.oncall.runbook import find
 
     runbook = find(project_root(), name)
     if json:
@@ -76,7 +76,7 @@ def show(c: Context, name: str, json: bool = False) -> None:
 
 
 def _describe_expect(expect: object) -> str:
-    from ops.runbook import Expect
+    from ops.oncall.runbook import Expect
 
     assert isinstance(expect, Expect)
     parts = []
@@ -99,7 +99,7 @@ def run(
     """Run a runbook's diagnosis and name the cause; --fix runs its recovery after you confirm."""
     from ops.console import ConsoleReporter, RecordingReporter, console, print_json
     from ops.errors import OpsError
-    from ops.runbook import find, run_runbook
+    from ops.oncall.runbook import find, run_runbook
 
     runbook = find(project_root(), name)
     environment = load_env(c, env)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from ops.backup import list_snapshots
-from ops.health import project_health
-from ops.releases import ReleaseStore
-from ops.remote import Fleet, Host
+from ops.deploy.health import project_health
+from ops.deploy.releases import ReleaseStore
+from ops.transport import Fleet, Host
 from tests.integration.conftest import REPO, Lab, opskit, write_env
 
 pytestmark = pytest.mark.integration

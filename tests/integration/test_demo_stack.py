@@ -24,7 +24,7 @@ import pytest
 from ops.console import OK, RecordingReporter
 from ops.errors import StackError
 from ops.lab import ensure_base_image, ensure_engine
-from ops.toolbox import (
+from ops.stack.toolbox import (
     TOOLBOX_IMAGE,
     check_stack_configs,
     compose_config,

@@ -13,7 +13,7 @@ from ops.config import load_environment
 from ops.console import CHANGED, RecordingReporter
 from ops.errors import HostKeyError
 from ops.lab import lab_up
-from ops.remote import Fleet
+from ops.transport import Fleet
 from tests.integration.conftest import Lab, opskit, write_env
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from ops.health import wait_healthy
-from ops.remote import Fleet, Host
+from ops.deploy.health import wait_healthy
+from ops.transport import Fleet, Host
 from tests.integration.conftest import Lab, http_get, opskit
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from ops.config import Environment, HostSpec, load_environment
 from ops.console import CHANGED, FAILED, WOULD_CHANGE, RecordingReporter
 from ops.lab import LabSpec, lab_down, lab_up
 from ops.provision import ProvisionResult, provision
-from ops.remote import Host, SSHRunner
+from ops.transport import Host, SSHRunner
 
 pytestmark = pytest.mark.integration
 

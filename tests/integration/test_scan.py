@@ -12,8 +12,8 @@ import pytest
 
 from ops.console import RecordingReporter
 from ops.lab import ensure_base_image, ensure_engine
-from ops.scan import compose_configs, monitoring_configs
-from ops.toolbox import ensure_compose, ensure_toolbox_image
+from ops.pipeline.scan import compose_configs, monitoring_configs
+from ops.stack.toolbox import ensure_compose, ensure_toolbox_image
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from benchmarks.loadgen import Load
-from ops.remote import Fleet
+from ops.transport import Fleet
 from tests.integration.conftest import REPO, Lab, http_get, opskit
 
 pytestmark = pytest.mark.integration

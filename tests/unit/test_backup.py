@@ -403,7 +403,7 @@ def test_a_stopped_container_is_started_again_and_post_hooks_run_when_the_archiv
     from ops.config import HostSpec
     from ops.console import RecordingReporter
     from ops.errors import HostError
-    from ops.remote import Host
+    from ops.transport import Host
     from tests.fakes import FakeRunner
 
     runner = FakeRunner()
@@ -426,7 +426,7 @@ def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_s
     from ops.backup import archive_volume
     from ops.config import HostSpec
     from ops.console import RecordingReporter
-    from ops.remote import Host
+    from ops.transport import Host
     from tests.fakes import FakeRunner
 
     runner = FakeRunner({"sh -c flush": (3, "cannot flush")})
@@ -457,7 +457,7 @@ def test_host_target_archives_and_hashes_on_the_host_and_a_full_disk_removes_the
     from ops.backup import archive_volume
     from ops.config import HostSpec
     from ops.console import RecordingReporter
-    from ops.remote import Host
+    from ops.transport import Host
     from tests.fakes import FakeRunner
 
     digest = "ab" * 32
@@ -528,7 +528,7 @@ def test_compression_level_is_checked_against_the_compressor_and_negative_zstd_l
 
 def test_host_target_discard_goes_on_past_an_unreachable_host_and_names_it() -> None:
     from ops.config import HostSpec
-    from ops.remote import Host
+    from ops.transport import Host
     from tests.fakes import FakeRunner
 
     up, down = FakeRunner(), FakeRunner(unreachable="h2 gone")
@@ -562,7 +562,7 @@ def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> N
     """No bytes come back from a host-target archive: progress is the file's size, polled."""
     from ops.backup import _size_watch
     from ops.config import HostSpec
-    from ops.remote import CommandResult, Host
+    from ops.transport import CommandResult, Host
     from tests.fakes import FakeRunner
 
     sizes = iter([1000, 5000, 5000, 9000])

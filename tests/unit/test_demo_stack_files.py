@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from ops.runbook import runbook_files
+from ops.oncall.runbook import runbook_files
 
 STACK = Path(__file__).resolve().parents[2] / "stacks" / "demo"
 SERVICES = {"proxy", "web", "redis", "prometheus", "alertmanager"}
-# The runbooks that exist: the shipped ones in ops/runbooks/ (tests/unit/test_runbook.py checks them).
+# The runbooks that exist: the shipped ones in ops/oncall/runbooks/ (tests/unit/test_runbook.py checks them).
 RUNBOOKS = set(runbook_files(None))
 
 

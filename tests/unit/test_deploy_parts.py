@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ops.audit import AuditRecord
 from ops.config import HostSpec, load_environment
-from ops.deploy import _batches, _rollback_target, releases_to_prune
+from ops.deploy.compose import _batches, _rollback_target, releases_to_prune
+from ops.deploy.health import summary_state
+from ops.deploy.releases import Release, ReleaseStore, new_release_id, override_yaml, pin_tag
 from ops.errors import DeployError, LockError
-from ops.health import summary_state
-from ops.images import build_if_changed
-from ops.lock import DeployLock, LockInfo
-from ops.releases import Release, ReleaseStore, new_release_id, override_yaml, pin_tag
-from ops.remote import CommandResult, Host
-from ops.stack import Service, Stack, _seconds, archive, content_digest, render_env
+from ops.host.audit import AuditRecord
+from ops.host.lock import DeployLock, LockInfo
+from ops.images.delivery import build_if_changed
+from ops.stack.compose import Service, Stack, _seconds, archive, content_digest, render_env
+from ops.transport import CommandResult, Host
 from tests.fakes import FakeRunner
 
 
@@ -211,13 +211,15 @@ def _stack(tmp_path: Path, web_args: dict[str, str]) -> Stack:
 def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ops.images
+    import ops.images.delivery
 
     builds: list[Path] = []
     # the local engine's tags: the stack's images and the base its build starts FROM
     images = {"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis", "debian:trixie-slim": "sha256:base1"}
-    monkeypatch.setattr(ops.images, "build_locally", lambda *args: builds.append(args[1]))
-    monkeypatch.setattr(ops.images, "local_image_ids", lambda refs: {s: images[ref] for s, ref in refs.items()})
+    monkeypatch.setattr(ops.images.delivery, "build_locally", lambda *args: builds.append(args[1]))
+    monkeypatch.setattr(
+        ops.images.delivery, "local_image_ids", lambda refs: {s: images[ref] for s, ref in refs.items()}
+    )
     stamps = tmp_path / ".opskit" / "builds.json"
     (tmp_path / "stack").mkdir()
     stack = _stack(tmp_path / "stack", {"APP_VERSION": "v1"})
@@ -242,7 +244,7 @@ def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
 
 
 def test_base_images_are_read_from_each_building_service_dockerfile(tmp_path: Path) -> None:
-    from ops.images import base_images
+    from ops.images.delivery import base_images
 
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "Containerfile").write_text(
@@ -320,8 +322,8 @@ def test_a_lock_held_on_one_of_three_hosts_leaves_none_taken() -> None:
 
 def test_current_state_tells_hand_edited_files_from_drifted_containers() -> None:
     """One SSH answer: the release directory's sha256sums, compose's config hashes, `docker ps`."""
-    from ops.deploy import Prepared, _current_state
-    from ops.releases import OVERRIDE_FILE, Release, ReleaseStore, override_yaml
+    from ops.deploy.compose import Prepared, _current_state
+    from ops.deploy.releases import OVERRIDE_FILE, Release, ReleaseStore, override_yaml
 
     release = Release("1-v1", "v1", "abc", "me", "now", ("compose.yaml",), pins={"web": "demo/web:pin1"})
     override = hashlib.sha256(override_yaml(release, "demo").encode()).hexdigest()

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ops.config import HostSpec, load_environment
-from ops.doctor import backup_check, host_checks, newest_complete_backup
-from ops.remote import Host
-from ops.status import parse_size, parse_stack
+from ops.oncall.doctor import backup_check, host_checks, newest_complete_backup
+from ops.oncall.status import parse_size, parse_stack
+from ops.transport import Host
 from tests.fakes import FakeRunner
 
 FACTS = """engine=running 26.1.5

@@ -24,7 +24,7 @@ from ops.provision import (
     plan_host,
     provision,
 )
-from ops.remote import CommandResult
+from ops.transport import CommandResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAB_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5jV1uWulYwlwLl+yoXPFqx00FSnqUJvY2tOizIMWaz opskit-lab"

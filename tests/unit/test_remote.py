@@ -10,7 +10,7 @@ import pytest
 
 from ops.config import HostSpec
 from ops.errors import CommandError, HostError
-from ops.remote import Fleet, Host
+from ops.transport import Fleet, Host
 from tests.fakes import FakeRunner
 
 

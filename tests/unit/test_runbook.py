@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from ops.config import HostSpec
-from ops.remote import CommandResult, Host
-from ops.runbook import (
+from ops.oncall.runbook import (
     Expect,
     RunbookError,
     _diagnose_host,
@@ -23,6 +22,7 @@ from ops.runbook import (
     parse_runbook,
     runbook_files,
 )
+from ops.transport import CommandResult, Host
 from tests.cli import opskit
 from tests.fakes import FakeRunner
 
@@ -248,7 +248,7 @@ def fix_env(tmp_path: Path) -> Any:
 
 def test_fix_runs_only_after_confirmation_only_where_it_failed_and_verifies(tmp_path: Path) -> None:
     from ops.console import RecordingReporter
-    from ops.runbook import run_runbook
+    from ops.oncall.runbook import run_runbook
 
     env = fix_env(tmp_path)
     runbook = load_runbook(write(tmp_path, "cache-down", GOOD))
@@ -271,7 +271,7 @@ def test_fix_runs_only_after_confirmation_only_where_it_failed_and_verifies(tmp_
 
 def test_without_fix_nothing_changes_and_the_conclusion_names_the_cause(tmp_path: Path) -> None:
     from ops.console import RecordingReporter
-    from ops.runbook import run_runbook
+    from ops.oncall.runbook import run_runbook
 
     env = fix_env(tmp_path)
     runbook = load_runbook(write(tmp_path, "cache-down", GOOD))

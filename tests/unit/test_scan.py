@@ -1,4 +1,4 @@
-"""ops.scan: each scanner fails on its planted finding in tests/fixtures/scan (the real tool runs,
+"""ops.pipeline.scan: each scanner fails on its planted finding in tests/fixtures/scan (the real tool runs,
 no Docker needed), and the dependency audit never passes without its data (fake pip-audit and
 PyPI passed in as collaborators).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ops.errors import ScanError
-from ops.scan import (
+from ops.pipeline.scan import (
     DEFAULT_EXCLUDE,
     audit_waivers,
     bandit,
@@ -96,7 +96,7 @@ def test_detect_secrets_passes_what_the_baseline_reviewed_and_fails_what_it_conf
 
 def test_the_repository_scan_skips_the_planted_fixtures() -> None:
     files = source_files(REPO)
-    assert "ops/deploy.py" in files
+    assert "ops/deploy/compose.py" in files
     assert "scripts/bootstrap" in files
     assert not [name for name in files if name.startswith(DEFAULT_EXCLUDE)]
 

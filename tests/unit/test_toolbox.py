@@ -1,4 +1,4 @@
-"""ops.toolbox without Docker: which tool checks which file, and compose_config driven through a
+"""ops.stack.toolbox without Docker: which tool checks which file, and compose_config driven through a
 fake compose binary (a collaborator passed in, not a patch).
 """
 
@@ -11,7 +11,7 @@ import pytest
 
 from ops.console import OK, RecordingReporter
 from ops.errors import StackError
-from ops.toolbox import _planned_checks, compose_config, ensure_compose
+from ops.stack.toolbox import _planned_checks, compose_config, ensure_compose
 
 STACK = Path(__file__).resolve().parents[2] / "stacks" / "demo"
 

@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from ops.config import Environment
-from ops.lock import DEFAULT_TTL, LockInfo, read_lock
-from ops.remote import Fleet, Host
-from ops.runbook import shell_preamble
-from ops.status import STACK_SCRIPT, ContainerStatus, parse_stack
+from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
+from ops.oncall.runbook import shell_preamble
+from ops.oncall.status import STACK_SCRIPT, ContainerStatus, parse_stack
+from ops.transport import Fleet, Host
 
 DISK_WARN, DISK_FAIL = 85, 95
 MEMORY_WARN, MEMORY_FAIL = 90, 97
@@ -316,7 +316,7 @@ def backup_location(env: Environment) -> Path:
 
     The same rule as ops.backup.target_dir; kept here so that doctor works with or without it.
     """
-    configured = str(env.settings.get("BACKUP_DIR", "") or "")
+    configured = env.backup.dir
     if configured:
         path = Path(configured).expanduser()
         return path if path.is_absolute() else env.root / path
@@ -324,17 +324,13 @@ def backup_location(env: Environment) -> Path:
 
 
 def backup_max_age_hours(env: Environment) -> float:
-    value = env.settings.get("BACKUP_MAX_AGE_HOURS")
-    try:
-        return float(value) if value not in (None, "") else BACKUP_MAX_AGE_HOURS  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return BACKUP_MAX_AGE_HOURS
+    return float(env.backup.max_age_hours)
 
 
 def newest_complete_backup(location: Path) -> tuple[str, float] | None:
     """(snapshot, its time as epoch seconds) of the newest complete snapshot, or None.
 
-    Reads the snapshot store of ops/backup.py: a directory per snapshot with manifest.json that
+    Reads the snapshot store of ops/backup: a directory per snapshot with manifest.json that
     says "complete": true, renamed from <id>.partial only at the end; "created" is its time.
     """
     if not location.is_dir():

@@ -1,6 +1,6 @@
 """Runbooks as data: TOML files that say which alert they answer, how to diagnose it and how to fix it.
 
-The shipped runbooks live in ops/runbooks/, a repository's own in its runbooks/ folder (same name
+The shipped runbooks live in ops/oncall/runbooks/, a repository's own in its runbooks/ folder (same name
 overrides). Diagnosis only reads; recovery actions run only when the caller asks (`fix=True`) and
 its confirm callback says yes. This module never prints and never reads os.environ.
 """
@@ -20,15 +20,14 @@ from typing import Any
 from ops.config import Environment, HostSpec
 from ops.console import RecordingReporter, Reporter
 from ops.errors import OpsError
-from ops.remote import CommandResult, Fleet, Host, Runner
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.transport import CommandResult, Fleet, Host, Runner
 
 RUNBOOK_DIR = "runbooks"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 # Exit code of the exec wrapper when the service has no running container on the host.
 NO_CONTAINER = 97
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
 
 
 class RunbookError(OpsError):
@@ -123,7 +122,9 @@ _ACTION = {"title", "host", "exec", "service", "when"}
 _EXPECT = {"exit_code", "match", "no_match", "max", "min"}
 
 
-def _fail(display: str, key: str, message: str, hint: str = "see ops/runbooks/*.toml for examples") -> RunbookError:
+def _fail(
+    display: str, key: str, message: str, hint: str = "see ops/oncall/runbooks/*.toml for examples"
+) -> RunbookError:
     return RunbookError(f"{key}: {message}" if key else message, where=display, hint=hint)
 
 
@@ -278,14 +279,14 @@ def load_runbook(path: Path, source: str = "", display: str | None = None) -> Ru
 
 
 def shipped_dir() -> Path:
-    return Path(str(resources.files("ops") / "runbooks"))
+    return Path(str(resources.files("ops.oncall") / "runbooks"))
 
 
 def runbook_files(root: Path | None) -> dict[str, tuple[Path, str, str]]:
     """name -> (file, source, display): the shipped runbooks, overridden by root/runbooks/."""
     files: dict[str, tuple[Path, str, str]] = {}
     for path in sorted(shipped_dir().glob("*.toml")):
-        files[path.stem] = (path, "shipped", f"ops/runbooks/{path.name}")
+        files[path.stem] = (path, "shipped", f"ops/oncall/runbooks/{path.name}")
     if root is not None and (root / RUNBOOK_DIR).is_dir():
         for path in sorted((root / RUNBOOK_DIR).glob("*.toml")):
             files[path.stem] = (path, f"{RUNBOOK_DIR}/{path.name}", f"{RUNBOOK_DIR}/{path.name}")
@@ -467,7 +468,7 @@ def diagnose(
     for step in runbook.steps:
         if step.kind == "doctor":
             if doctor_probe is None:
-                from ops.doctor import probe
+                from ops.oncall.doctor import probe
 
                 doctor_probe = probe
             doctor_results[step.title] = [

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from ops.config import Environment
+from ops.deploy.releases import PIN_REPOSITORY
 from ops.errors import AuthenticationError, OpsError
-from ops.releases import PIN_REPOSITORY
-from ops.remote import Fleet, Host, SSHRunner
+from ops.transport import Fleet, Host, SSHRunner
 
 FACTS_SCRIPT = r"""
 . /etc/os-release 2>/dev/null

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ops.config import Environment
 from ops.errors import StackError
+from ops.host.labels import SWAP_LABEL
 
 COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-SWAP_LABEL = "opskit.swap"
 SKIP_IN_ARCHIVE = {".git", "__pycache__", ".venv", "node_modules"}
 
 
@@ -86,7 +86,7 @@ def render_env(env: Environment, version: str, stack: Path) -> str:
         from dotenv import dotenv_values
 
         values.update({k: v or "" for k, v in dotenv_values(defaults).items()})
-    values.update(dict(env.settings.get("STACK_VARS", ()) or ()))  # type: ignore[call-overload]
+    values.update(dict(env.deploy.stack_vars))
     values["APP_VERSION"] = version
     for name in env.secrets.names():
         values[name] = env.secrets[name]

@@ -28,16 +28,16 @@ from typing import IO, Any
 from ops import __version__
 from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
+from ops.deploy.health import project_health
 from ops.errors import BackupError, OpsError
-from ops.health import PROJECT_LABEL, SERVICE_LABEL, project_health
-from ops.lock import held
-from ops.remote import Fleet, Host, openssh_argv
+from ops.host.labels import BACKUP_POST_LABEL as POST_LABEL
+from ops.host.labels import BACKUP_PRE_LABEL as PRE_LABEL
+from ops.host.labels import BACKUP_RECIPE_LABEL as RECIPE_LABEL
+from ops.host.labels import BACKUP_STOP_LABEL as STOP_LABEL
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL
+from ops.host.lock import held
+from ops.transport import Fleet, Host, openssh_argv
 
-VOLUME_LABEL = "com.docker.compose.volume"
-PRE_LABEL = "opskit.backup.pre"
-POST_LABEL = "opskit.backup.post"
-STOP_LABEL = "opskit.backup.stop"
-RECIPE_LABEL = "opskit.backup.recipe"
 RECIPES = ("files", "redis", "postgres", "prometheus")
 MANIFEST = "manifest.json"
 INFO = "BACKUP_INFO.md"
@@ -193,8 +193,7 @@ def compressor(compression: str, level: int = DEFAULT_LEVEL) -> str:
 
 def compression_level(env: Environment, compression: str) -> int:
     """BACKUP_LEVEL checked against the compressor: zstd 1..19 or -1..-10 (--fast), gzip 1..9."""
-    setting = env.settings.get("BACKUP_LEVEL")
-    level = DEFAULT_LEVEL if setting in (None, "") else int(str(setting))
+    level = env.backup.level
     low, high = LEVELS[compression]
     if level == 0 or not low <= level <= high:
         allowed = "1 to 19, or -1 to -10 for zstd --fast" if compression == "zstd" else "1 to 9"
@@ -348,7 +347,7 @@ class BackupResult:
 
 
 def target_dir(env: Environment) -> Path:
-    configured = str(env.settings.get("BACKUP_DIR") or "")
+    configured = env.backup.dir
     path = Path(configured).expanduser() if configured else Path("backups") / env.name
     return path if path.is_absolute() else env.root / path
 
@@ -530,7 +529,7 @@ def plaintext(path: Path, record: ArchiveRecord, identity: Path | None) -> Itera
 
 
 def age_identity(env: Environment) -> Path | None:
-    text = str(env.settings.get("BACKUP_AGE_IDENTITY") or "")
+    text = env.backup.age_identity
     if not text:
         return None
     path = Path(text).expanduser()
@@ -826,12 +825,12 @@ def snapshot_store(env: Environment, snapshot: Snapshot) -> ArchiveStore:
 
 def host_store(env: Environment, target: str | None = None) -> HostStore | None:
     """The host target when BACKUP_TARGET (or --target) says host; None for the local directory."""
-    chosen = (target or str(env.settings.get("BACKUP_TARGET") or "local")).lower()
+    chosen = (target or env.backup.target).lower()
     if chosen not in ("local", "host"):
         raise BackupError(f"unknown backup target {chosen!r}", hint="local (BACKUP_DIR) or host (BACKUP_HOST_DIR)")
     if chosen == "local":
         return None
-    base = str(env.settings.get("BACKUP_HOST_DIR") or f"/var/backups/opskit/{env.name}")
+    base = env.backup.host_dir or f"/var/backups/opskit/{env.name}"
     if not base.startswith("/") or base.rstrip("/") in ("", "/"):
         raise BackupError(f"BACKUP_HOST_DIR {base!r} is not an absolute directory", where=str(env.file.name))
     return HostStore(base)
@@ -1020,7 +1019,7 @@ def archive_volume(
 
 
 def _host_versions(host: Host, project: str) -> dict[str, str]:
-    from ops.releases import ReleaseStore
+    from ops.deploy.releases import ReleaseStore
 
     result = host.run(
         "docker version --format '{{.Server.Version}}' 2>/dev/null; zstd --version 2>/dev/null | head -1; "
@@ -1047,14 +1046,14 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
     """Back up every selected volume of the stack on every host into a new snapshot."""
     options = options or BackupOptions()
     started = time.monotonic()
-    compression = options.compression or str(env.settings.get("BACKUP_COMPRESSION") or "zstd")
+    compression = options.compression or env.backup.compression
     if compression not in EXTENSIONS:
         raise BackupError(f"unknown compression {compression!r}", hint="zstd or gzip")
     level = compression_level(env, compression)
-    timeout = float(env.settings.get("BACKUP_TIMEOUT") or 300)  # type: ignore[arg-type]
-    include = list(options.volumes or env.settings.get("BACKUP_INCLUDE") or ())  # type: ignore[call-overload]
-    exclude = list(env.settings.get("BACKUP_EXCLUDE") or ())  # type: ignore[call-overload]
-    recipient = str(env.settings.get("BACKUP_AGE_RECIPIENT") or "")
+    timeout = env.backup.timeout
+    include = list(options.volumes or env.backup.include)
+    exclude = list(env.backup.exclude)
+    recipient = env.backup.age_recipient
     encrypt_to = age_recipient_args(recipient, env.root) if recipient else None
     on_host = host_store(env, options.target)
     if encrypt_to and on_host:
@@ -1450,7 +1449,7 @@ def restore(
             raise BackupError(f"archive {record.archive} is missing from {snapshot.path}", hint="inv backup.verify")
     result = RestoreResult(snapshot)
     records_on = by_host(records)
-    timeout = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+    timeout = env.deploy.health_timeout
 
     def one(target: Host) -> list[str]:
         done = []
@@ -1478,7 +1477,7 @@ def restore(
 def _restore_volume(
     host: Host, env: Environment, snapshot: Snapshot, store: ArchiveStore, record: ArchiveRecord, reporter: Reporter
 ) -> None:
-    from ops.releases import ReleaseStore
+    from ops.deploy.releases import ReleaseStore
 
     volumes, containers = read_facts(host, env.project)
     users = [c for c in containers if record.volume_name in c.mounts]
@@ -1537,7 +1536,7 @@ def _restore_volume(
 def _gate_project(host: Host, project: str, timeout: float) -> None:
     """Every service of the project healthy again (dependants may turn unhealthy while a volume's
     service was down; they get the whole timeout to recover instead of failing at once)."""
-    from ops.health import gate_error
+    from ops.deploy.health import gate_error
 
     containers = host.docker().containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
     services = sorted({c.labels.get(SERVICE_LABEL, "") for c in containers} - {""})
@@ -1571,13 +1570,8 @@ class RetentionPolicy:
 
     @classmethod
     def from_env(cls, env: Environment) -> RetentionPolicy:
-        def get(key: str) -> int:
-            value = env.settings.get(key) or 0
-            return int(value) if isinstance(value, int | str) else 0
-
-        return cls(
-            get("BACKUP_KEEP_LAST"), get("BACKUP_KEEP_DAILY"), get("BACKUP_KEEP_WEEKLY"), get("BACKUP_KEEP_MONTHLY")
-        )
+        settings = env.backup
+        return cls(settings.keep_last, settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
 
 
 def retention(snapshots: Sequence[Snapshot], policy: RetentionPolicy) -> dict[str, list[str]]:
@@ -1697,7 +1691,7 @@ def cron_line(env: Environment, expression: str) -> str:
     tasks = [
         "all --lock-wait 900",
         "verify --no-extract",
-        *(["offsite"] if env.settings.get("BACKUP_OFFSITE") else []),
+        *(["offsite"] if env.backup.offsite else []),
         "prune",
     ]
     steps = " && ".join(f"{program} backup.{task} --env {name}" for task in tasks)
@@ -1738,7 +1732,7 @@ def offsite_target(env: Environment) -> tuple[HostSpec, str] | None:
     """BACKUP_OFFSITE, `[user@]host[:port]:/absolute/path`, parsed; None when not set."""
     from ops.config import parse_host
 
-    text = str(env.settings.get("BACKUP_OFFSITE") or "")
+    text = env.backup.offsite
     if not text:
         return None
     address, sep, path = text.partition(":/")
@@ -1765,7 +1759,7 @@ def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None =
     Like a local snapshot, the copy is written as `<id>.partial/` and renamed only after every
     archive's sha256 matched on the far side.
     """
-    from ops.remote import SSHRunner
+    from ops.transport import SSHRunner
 
     target = offsite_target(env)
     if target is None:

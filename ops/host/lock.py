@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 
 from ops.console import CHANGED, FAILED, OK, Reporter
 from ops.errors import LockError, OpsError
-from ops.remote import Fleet, Host
+from ops.host.layout import ProjectLayout
+from ops.transport import Fleet, Host
 
 DEFAULT_TTL = 3600
 
@@ -64,7 +65,7 @@ class LockInfo:
 
 
 def lock_dir(project: str) -> str:
-    return f"/opt/{project}/lock"
+    return ProjectLayout(project).lock
 
 
 def read_lock(host: Host, project: str) -> LockInfo | None:
@@ -87,7 +88,7 @@ def try_acquire(host: Host, project: str, info: LockInfo) -> LockInfo | None:
     path = shlex.quote(lock_dir(project))
     payload = shlex.quote(json.dumps(asdict(info)))
     script = (
-        f"mkdir -p /opt/{shlex.quote(project)} && mkdir {path} 2>/dev/null"
+        f"mkdir -p {shlex.quote(ProjectLayout(project).base)} && mkdir {path} 2>/dev/null"
         f" && printf '%s\\n' {payload} > {path}/info.json"
     )
     if host.run(script, check=False).ok:

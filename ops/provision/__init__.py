@@ -20,7 +20,7 @@ from typing import ClassVar
 from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter, StepEvent
 from ops.errors import CommandError, ConfigError, HostError, HostKeyError, OpsError
-from ops.remote import Fleet, Host, Runner, SSHRunner
+from ops.transport import Fleet, Host, Runner, SSHRunner
 
 SUPPORTED = {("ubuntu", "22.04"), ("ubuntu", "24.04"), ("debian", "12"), ("debian", "13")}
 SUPPORTED_TEXT = "Ubuntu 22.04/24.04 and Debian 12/13"

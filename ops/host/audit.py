@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ops.remote import Host
+from ops.host.layout import ProjectLayout
+from ops.transport import Host
 
 LOCAL_AUDIT_DIR = ".opskit/audit"
 
@@ -36,13 +37,15 @@ class AuditRecord:
 
 
 def remote_log(project: str) -> str:
-    return f"/opt/{project}/audit.log"
+    return ProjectLayout(project).audit_log
 
 
 def append(host: Host, project: str, record: AuditRecord, redact: Callable[[str], str], local_root: Path) -> None:
     """Append the record to the host's audit log and to the local one."""
     line = record.line(redact)
-    host.run(f"mkdir -p /opt/{shlex.quote(project)} && printf '%s\\n' {shlex.quote(line)} >> {remote_log(project)}")
+    host.run(
+        f"mkdir -p {shlex.quote(ProjectLayout(project).base)} && printf '%s\\n' {shlex.quote(line)} >> {remote_log(project)}"
+    )
     append_local(local_root, record.environment, line)
 
 

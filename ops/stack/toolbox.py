@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import StackError
-from ops.lab import find_image
+from ops.transport.docker import find_image, local_client
 
 if TYPE_CHECKING:
     import docker
@@ -53,12 +53,6 @@ class ConfigCheck:
     file: str
     ok: bool
     output: str
-
-
-def _local_client() -> docker.DockerClient:
-    import docker
-
-    return docker.from_env(version="auto", timeout=300)
 
 
 def ensure_toolbox_image(client: docker.DockerClient, reporter: Reporter) -> str:
@@ -122,7 +116,7 @@ def ensure_compose(checkout: Path, reporter: Reporter) -> Path:
     import docker  # only now: the fast path above needs no SDK
 
     try:
-        client = _local_client()
+        client = local_client()
     except docker.errors.DockerException as error:
         raise StackError(f"the local Docker engine does not answer: {error}", hint="`inv lab.up` starts it") from None
     try:

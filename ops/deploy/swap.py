@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ops.console import CHANGED, FAILED, OK, Reporter
+from ops.deploy.health import ServiceHealth, gate_error
+from ops.deploy.releases import Release, ReleaseStore, pin_tag
 from ops.errors import DeployError, HealthGateError, OpsError
-from ops.health import PROJECT_LABEL, SERVICE_LABEL, ServiceHealth, gate_error
-from ops.releases import Release, ReleaseStore, pin_tag
-from ops.remote import Host
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.transport import Host
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from ops.console import OK, Reporter
 from ops.errors import HostError, StackError
-from ops.remote import Host
-from ops.stack import Service, Stack, digest_files
+from ops.stack.compose import Service, Stack, digest_files
+from ops.transport import Host
 
 if TYPE_CHECKING:
     import docker
@@ -220,8 +220,8 @@ def build_stack_images(
     import docker as sdk
 
     from ops.lab import ensure_base_image
-    from ops.stack import compose_files, env_file, load_stack
-    from ops.toolbox import ensure_compose
+    from ops.stack.compose import compose_files, env_file, load_stack
+    from ops.stack.toolbox import ensure_compose
 
     try:
         client = sdk.from_env(version="auto", timeout=600)

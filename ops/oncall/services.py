@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from ops.config import Environment
 from ops.console import Reporter
+from ops.deploy.health import wait_healthy
 from ops.errors import HostError, OpsError
-from ops.health import PROJECT_LABEL, SERVICE_LABEL, wait_healthy
-from ops.remote import Fleet, Host
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.transport import Fleet, Host
 
 
 class ServiceError(OpsError):

@@ -13,7 +13,8 @@ import shlex
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-from ops.remote import Host
+from ops.host.layout import ProjectLayout
+from ops.transport import Host
 
 PIN_REPOSITORY = "opskit-pin"
 OVERRIDE_FILE = "compose.opskit.yaml"
@@ -82,7 +83,7 @@ class ReleaseStore:
     def __init__(self, host: Host, project: str):
         self.host = host
         self.project = project
-        self.base = f"/opt/{project}"
+        self.base = ProjectLayout(project).base
 
     def path(self, release_id: str) -> str:
         return f"{self.base}/releases/{release_id}"

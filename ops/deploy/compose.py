@@ -19,16 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ops import audit
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
+from ops.deploy.health import ServiceHealth, wait_healthy
+from ops.deploy.releases import OVERRIDE_FILE, Release, ReleaseStore, new_release_id, override_yaml
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
-from ops.health import ServiceHealth, wait_healthy
-from ops.images import build_if_changed, host_image_ids, send_images
-from ops.lock import held, operator
-from ops.releases import OVERRIDE_FILE, Release, ReleaseStore, new_release_id, override_yaml
-from ops.remote import Fleet, Host
-from ops.stack import Stack, archive, content_digest, env_file, file_sums, load_stack, render_env, stack_dir
+from ops.host import audit
+from ops.host.lock import held, operator
+from ops.images.delivery import build_if_changed, host_image_ids, send_images
+from ops.stack.compose import Stack, archive, content_digest, env_file, file_sums, load_stack, render_env, stack_dir
+from ops.transport import Fleet, Host
 
 if TYPE_CHECKING:
     import docker
@@ -114,12 +114,12 @@ def git_commit(root: Path) -> str:
 
 
 def image_source(env: Environment) -> str:
-    return str(env.settings.get("IMAGE_SOURCE") or "send")
+    return env.deploy.image_source
 
 
 def prepare(env: Environment, reporter: Reporter, version: str, *, build: bool = True) -> Prepared:
     """Validate the stack with the real compose, and build images locally when sending them."""
-    from ops.toolbox import ensure_compose
+    from ops.stack.toolbox import ensure_compose
 
     directory = stack_dir(env)
     compose_bin = ensure_compose(env.root, reporter)
@@ -154,7 +154,7 @@ def _local_engine() -> docker.DockerClient:
 
 
 def health_timeout(env: Environment, stack: Stack) -> float:
-    configured = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+    configured = env.deploy.health_timeout
     longest_start = max((service.start_period_s for service in stack.services.values()), default=0.0)
     return max(configured, longest_start + 30)
 
@@ -199,7 +199,7 @@ def _write_release(host: Host, store: ReleaseStore, release: Release, prepared: 
 
 
 def _pin(host: Host, release: Release, refs: dict[str, str], ids: dict[str, str], project: str) -> Release:
-    from ops.releases import pin_tag
+    from ops.deploy.releases import pin_tag
 
     pins = {service: pin_tag(project, service, ids[service].split(":")[-1][:12]) for service in refs}
     script = " && ".join(f"docker tag {shlex.quote(ids[s])} {shlex.quote(pins[s])}" for s in sorted(refs))
@@ -216,7 +216,8 @@ def _gate(host: Host, env: Environment, release: Release, timeout: float, report
 
 
 def _running_services(host: Host, project: str) -> set[str]:
-    from ops.health import SERVICE_LABEL, project_containers
+    from ops.deploy.health import project_containers
+    from ops.host.labels import SERVICE_LABEL
 
     running = [summary for summary in project_containers(host, project) if summary.get("State") == "running"]
     return {(summary.get("Labels") or {}).get(SERVICE_LABEL, "") for summary in running}
@@ -232,10 +233,10 @@ def _run_release(
     the dependents (the proxy) on the next plain `up`. Swapping first and then one plain `up -d`
     leaves every container as a plain `docker compose up -d` of the release would: a later
     manual `up` changes nothing."""
-    from ops.swap import swap_service
+    from ops.deploy.swap import swap_service
 
     to_swap = sorted(set(release.swappable) & _running_services(host, env.project))
-    drain = float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+    drain = env.deploy.swap_drain
     for service in to_swap:
         report = swap_service(host, store, release, service, timeout=timeout, drain=drain, reporter=reporter)
         if report.result == "failed":
@@ -350,7 +351,7 @@ def deploy_host(host: Host, env: Environment, prepared: Prepared, version: str, 
         return report
     store.activate(release)
     reporter.step(host.name, "current", CHANGED, f"-> {release.id}")
-    prune(store, int(env.settings.get("KEEP_RELEASES") or 5), reporter)  # type: ignore[call-overload]
+    prune(store, env.deploy.keep_releases, reporter)
     report.result = "deployed"
     report.seconds = time.monotonic() - started
     return report
@@ -414,7 +415,8 @@ def _current_state(host: Host, store: ReleaseStore, release: Release, prepared: 
     service has its number of running, healthy containers, made from the pinned image with the
     config hash compose computes for the release (compose's own test for recreating), and no
     container of a service the release lacks."""
-    from ops.health import PROJECT_LABEL, summary_state
+    from ops.deploy.health import summary_state
+    from ops.host.labels import PROJECT_LABEL
 
     files_marker, containers_marker = "--- opskit files ---", "--- opskit containers ---"
     done = host.run(
@@ -553,7 +555,7 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
 
 
 def _plan(host: Host, env: Environment, prepared: Prepared, reporter: Reporter) -> HostReport:
-    from ops.lock import read_lock
+    from ops.host.lock import read_lock
 
     store = ReleaseStore(host, env.project)
     current = store.current_id() or "none"
@@ -573,7 +575,7 @@ def rollback(
     """Go back to the previous (or named) release with its own compose files, env and images."""
     started = time.monotonic()
     result = DeployResult("rollback", env.name, to or "previous")
-    timeout = float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
+    timeout = env.deploy.health_timeout
 
     def one(host: Host) -> HostReport:
         begun = time.monotonic()
@@ -646,7 +648,7 @@ def swap(
     lock_wait: float = 0,
 ) -> DeployResult:
     """Swap one service blue-green on every host (in batches) to a new version or image."""
-    from ops.swap import swap_to_image
+    from ops.deploy.swap import swap_to_image
 
     if bool(version) == bool(image):
         raise DeployError("give exactly one of --version and --image")
@@ -663,8 +665,8 @@ def swap(
         target = prepared.refs[service]
     else:
         target = str(image)
-    gate_timeout = timeout or float(env.settings.get("HEALTH_TIMEOUT") or 120)  # type: ignore[arg-type]
-    drain_s = drain if drain is not None else float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+    gate_timeout = timeout or env.deploy.health_timeout
+    drain_s = drain if drain is not None else env.deploy.swap_drain
 
     def one(host: Host) -> HostReport:
         begun = time.monotonic()

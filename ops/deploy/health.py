@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ops.errors import HealthGateError
-from ops.remote import Host
-
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.transport import Host
 
 
 @dataclass(frozen=True)

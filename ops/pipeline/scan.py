@@ -361,7 +361,7 @@ def stack_dirs(stacks_root: Path) -> list[Path]:
 
 def compose_configs(root: Path, stacks_root: Path, compose_bin: Path) -> ScanResult:
     """`docker compose config` of every stack (the real Compose; no env file, defaults apply)."""
-    from ops.toolbox import compose_config
+    from ops.stack.toolbox import compose_config
 
     stacks = stack_dirs(stacks_root)
     if not stacks:
@@ -378,7 +378,7 @@ def compose_configs(root: Path, stacks_root: Path, compose_bin: Path) -> ScanRes
 def monitoring_configs(root: Path, stacks_root: Path, client: docker.DockerClient) -> ScanResult:
     """promtool check config/rules, promtool test rules, amtool check-config (and nginx -t) of
     every stack's configs, in the toolbox image (which must exist: ops.toolbox.ensure_toolbox_image)."""
-    from ops.toolbox import STACK_MOUNT, _planned_checks, check_stack_configs
+    from ops.stack.toolbox import STACK_MOUNT, _planned_checks, check_stack_configs
 
     checked = 0
     findings = []
@@ -463,7 +463,7 @@ def _scan_stacks(
     import docker as sdk
 
     from ops.lab import ensure_base_image
-    from ops.toolbox import ensure_compose, ensure_toolbox_image
+    from ops.stack.toolbox import ensure_compose, ensure_toolbox_image
 
     try:
         client = sdk.from_env(version="auto", timeout=300)

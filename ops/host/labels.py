@@ -1,0 +1,16 @@
+"""Labels opskit reads on containers and volumes: Compose's own, and opskit's settings in a
+stack's compose file (`opskit.*`)."""
+
+from __future__ import annotations
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+VOLUME_LABEL = "com.docker.compose.volume"
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+
+# opskit's own, set in a stack's compose file.
+SWAP_LABEL = "opskit.swap"  # this service is swapped blue-green on deploy
+BACKUP_PRE_LABEL = "opskit.backup.pre"  # command run in the container before its volumes are archived
+BACKUP_POST_LABEL = "opskit.backup.post"  # ... and after
+BACKUP_STOP_LABEL = "opskit.backup.stop"  # stop the container while its volumes are archived
+BACKUP_RECIPE_LABEL = "opskit.backup.recipe"  # the recipe to use, overriding detection

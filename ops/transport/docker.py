@@ -1,0 +1,71 @@
+"""Docker SDK clients: the operator's own engine, and a host's engine over its pinned SSH connection."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ops.errors import HostError
+
+if TYPE_CHECKING:
+    import docker
+
+    from ops.transport.runner import Runner
+
+
+def local_client(timeout: int = 300) -> docker.DockerClient:
+    """The engine on this machine (API version negotiated: the client may be newer)."""
+    import docker
+
+    return docker.from_env(version="auto", timeout=timeout)
+
+
+def find_image(client: docker.DockerClient, name: str) -> Any:
+    """The image called name on client's engine, or None when it has none."""
+    import docker
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def remote_client(runner: Runner, where: str) -> docker.DockerClient:
+    """A Docker SDK client that speaks to the host's engine through the runner's SSH connection.
+
+    docker-py's own SSH adapter opens a second connection that trusts ~/.ssh/known_hosts only;
+    reusing our verified connection keeps one pinned identity per host.
+    """
+    import docker
+    from docker.transport.sshconn import SSHHTTPAdapter
+
+    ssh_client = runner.ssh_client()
+
+    class PinnedSSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
+        def _create_paramiko_client(self, base_url: str) -> None:
+            self.ssh_client = ssh_client
+            self.ssh_params: dict[str, Any] = {}
+
+        def _connect(self) -> None:
+            # Reconnecting would bypass host-key pinning; the runner owns the connection.
+            if not ssh_client.get_transport():
+                runner.ssh_client()
+
+    api = docker.APIClient(base_url="tcp://127.0.0.1:9", version="1.41")
+    # Each pooled HTTP connection holds an SSH channel open; sshd allows 10 per connection
+    # (MaxSessions) and our commands need some too.
+    adapter = PinnedSSHAdapter(f"ssh://{where}", timeout=60, pool_connections=1, max_pool_size=3)
+    api._custom_adapter = adapter
+    api.mount("http+docker://ssh", adapter)
+    api._unmount("http://", "https://")
+    api.base_url = "http+docker://ssh"
+    try:
+        api._version = api._retrieve_server_version()
+    except docker.errors.DockerException as error:
+        raise HostError(
+            f"Docker engine not reachable over SSH ({str(error).splitlines()[0][:160]})",
+            where=where,
+            hint="is Docker installed and is the user in the docker group? run inv provision",
+        ) from None
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = api
+    return client

@@ -55,6 +55,15 @@ class RecordingReporter:
     def count(self, status: str) -> int:
         return sum(1 for event in self.events if event.status == status)
 
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RecordingReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def transfer(self, host: str, what: str, total: int | None = None) -> Callable[[int], None]:
         return lambda count: None
 
@@ -150,11 +159,17 @@ class ConsoleReporter:
         return lambda count: progress.advance(task, count)
 
     def close(self) -> None:
-        """Stop live progress bars (call at the end of a command)."""
+        """Stop live progress bars (call at the end of a command, or use the reporter in `with`)."""
         with self._lock:
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
+
+    def __enter__(self) -> ConsoleReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def print_error(message: str) -> None:
@@ -169,3 +184,23 @@ def print_json(data: object) -> None:
 
     sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
     sys.stdout.flush()
+
+
+def confirm(prompt: str, *, yes: bool, refusing: str | None, word: str | None = None) -> bool:
+    """Ask the person at the terminal; the one way opskit asks before changing something.
+
+    yes answers for them (--yes). word: they must type it exactly (destructive actions), else y/yes.
+    Without a terminal, refusing names the action in the error ("refusing to <refusing> without
+    confirmation"); with refusing None the answer is simply no.
+    """
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        if refusing is None:
+            return False
+        from ops.errors import OpsError
+
+        raise OpsError(f"refusing to {refusing} without confirmation", hint="no terminal to ask: pass --yes")
+    if word:
+        return input(f"{prompt} type '{word}' to go on: ").strip() == word
+    return input(f"{prompt} [y/N] ").strip().lower() in ("y", "yes")

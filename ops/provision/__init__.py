@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ops.provision.commands import write_file
 from ops.provision.facts import SSHD_DROPIN, HostFacts, facts_script, parse_facts, read_facts
-from ops.provision.plan import StepPlan, plan_host
+from ops.provision.plan import StepLoop, StepPlan, plan_host
 from ops.provision.run import HostProvisionReport, ProvisionResult, connect, provision, provision_host
 from ops.provision.settings import STEP_KEYS, ProvisionSettings, authorized_keys, public_key_of
 from ops.provision.step import Change, Context, Step, StepSkipped
@@ -30,6 +30,7 @@ __all__ = [
     "ProvisionResult",
     "ProvisionSettings",
     "Step",
+    "StepLoop",
     "StepPlan",
     "StepSkipped",
     "authorized_keys",

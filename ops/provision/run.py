@@ -13,10 +13,9 @@ from ops.config import Environment, HostSpec
 from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter, StepEvent
 from ops.errors import CommandError, HostError, HostKeyError, OpsError
 from ops.provision.facts import read_facts
-from ops.provision.plan import assume_installed
+from ops.provision.plan import StepLoop
 from ops.provision.settings import ProvisionSettings
-from ops.provision.step import Context, StepSkipped
-from ops.provision.steps import STEPS
+from ops.provision.step import Context
 from ops.provision.steps.os import check_supported
 from ops.transport import Fleet, Host, Runner, SSHRunner
 from ops.transport.shell import last_line, tail
@@ -213,34 +212,18 @@ def _provision_steps(host: Host, run: _HostRun, settings: ProvisionSettings, ctx
     except OpsError as error:
         run.fail("os", error)
         return
-    for step in STEPS:
-        if not settings.enabled(step.key):
-            run.emit(step.name, SKIPPED, "skipped by PROVISION_SKIP")
-            continue
-        try:
-            changes = step.plan(facts, ctx)
-        except StepSkipped as skipped:
-            run.emit(step.name, SKIPPED, str(skipped))
-            continue
-        except OpsError as error:
-            run.fail(step.name, error)
-            return
-        if not changes:
-            run.emit(step.name, OK, step.summary(facts, ctx))
-            continue
-        description = "; ".join(change.description for change in changes)
-        if dry_run:
-            run.emit(step.name, WOULD_CHANGE, description)
-            facts = assume_installed(facts, changes)
-            continue
-        try:
-            notes = step.apply(host, changes, facts, ctx)
+    loop = StepLoop(facts, ctx)
+    try:
+        for step, plan in loop:
+            if not plan.changes or dry_run:
+                run.emit(step.name, plan.status, plan.detail)
+                continue
+            notes = step.apply(host, plan.changes, loop.facts, ctx)
             # Later steps plan from the host as this step left it.
-            facts = read_facts(host, settings)
-        except OpsError as error:
-            run.fail(step.name, error)
-            return
-        run.emit(step.name, CHANGED, "; ".join([description, *notes]))
+            loop.applied(read_facts(host, settings))
+            run.emit(step.name, CHANGED, "; ".join([plan.detail, *notes]))
+    except OpsError as error:
+        run.fail(loop.step.name if loop.step else "steps", error)
 
 
 def provision(

@@ -17,8 +17,7 @@ from ops.transport.shell import q
 SUPPORTED = {("ubuntu", "22.04"), ("ubuntu", "24.04"), ("debian", "12"), ("debian", "13")}
 SUPPORTED_TEXT = "Ubuntu 22.04/24.04 and Debian 12/13"
 
-
-# Files the steps manage; their content is a fact.
+# Files the steps write: their content (MANAGED_FILES), or what they hold, is a fact.
 DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
 DOCKER_SOURCE_FILE = "/etc/apt/sources.list.d/docker.list"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -27,9 +26,6 @@ SUDOERS_FILE = "/etc/sudoers.d/90-opskit-deploy"
 AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
 UNATTENDED_ORIGINS = "/etc/apt/apt.conf.d/52opskit-unattended-upgrades"
 FAIL2BAN_JAIL = "/etc/fail2ban/jail.d/opskit-sshd.local"
-FAIL2BAN_POLL_LOG = "/var/log/auth.log"
-FAIL2BAN_JAIL = "/etc/fail2ban/jail.d/opskit-sshd.local"
-FAIL2BAN_POLL_LOG = "/var/log/auth.log"
 SYSCTL_FILE = "/etc/sysctl.d/60-opskit.conf"
 APT_STAMP = "/var/lib/apt/periodic/opskit-update-stamp"
 MANAGED_FILES = (

@@ -1,5 +1,6 @@
 """What a provisioning step is: Step (plan from facts, then apply), the Change it plans, the
 Context it may use, and StepSkipped. Concrete steps live in ops/provision/steps/, one per concern.
+A plan never touches the host; only apply runs commands, and nothing here prints.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The OS check: provisioning refuses an unsupported release before changing anything."""
+"""The OS check: provisioning refuses an unsupported release before changing anything. This step
+never changes the host.
+"""
 
 from __future__ import annotations
 

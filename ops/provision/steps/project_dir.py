@@ -1,4 +1,6 @@
-"""The project directory (/opt/<project>, ProjectLayout's base) owned by the deploy user."""
+"""The project directory (/opt/<project>, ProjectLayout's base) owned by the deploy user. Creates it
+only: what deploys put inside is never touched here.
+"""
 
 from __future__ import annotations
 

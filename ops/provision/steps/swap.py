@@ -1,4 +1,6 @@
-"""Swap: a SWAP_SIZE_MB swap file in /etc/fstab; skipped when off, and in containers (no swapon)."""
+"""Swap: a SWAP_SIZE_MB swap file in /etc/fstab; skipped when off, and in containers (no swapon).
+Never turns a swap off.
+"""
 
 from __future__ import annotations
 

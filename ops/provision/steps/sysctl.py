@@ -1,4 +1,6 @@
-"""Kernel settings (SYSCTL): persisted in sysctl.d, applied where /proc/sys is writable."""
+"""Kernel settings (SYSCTL): persisted in sysctl.d, applied where /proc/sys is writable. A read-only
+/proc/sys (a container) is a note, never a failure.
+"""
 
 from __future__ import annotations
 

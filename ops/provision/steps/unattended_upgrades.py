@@ -1,4 +1,6 @@
-"""Unattended upgrades: daily, security updates only (Debian's default origins narrowed)."""
+"""Unattended upgrades: daily, security updates only (Debian's default origins narrowed). Never
+upgrades anything itself: apt's timers do.
+"""
 
 from __future__ import annotations
 

@@ -14,8 +14,6 @@ from ops.errors import ConfigError
 
 # The words PROVISION_SKIP accepts (documented with it in ops/config/keys.py and env/*.env.example);
 # each step belongs to one of them, the OS check to none (tests/unit/test_provision.py ties the two).
-
-
 STEP_KEYS = (
     "apt",
     "packages",
@@ -30,8 +28,6 @@ STEP_KEYS = (
     "project-dir",
     "ssh",
 )
-
-
 PORT_RE = re.compile(r"^(?P<port>[0-9]{1,5}(?::[0-9]{1,5})?)(?:/(?P<proto>tcp|udp))?$")
 SYSCTL_RE = re.compile(r"^(?P<key>[a-z0-9_.]+)=(?P<value>[^\s=]+)$")
 SIZE_RE = re.compile(r"^[0-9]+[kmg]?$")

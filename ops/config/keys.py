@@ -139,7 +139,7 @@ KEYS: dict[str, Key] = {
     "BACKUP_MAX_AGE_HOURS": Key(
         _int(1, 8760), "26", "ops.doctor fails when the newest complete snapshot is older than this"
     ),
-    # Provisioning (ops/provision.py; documented in env/*.env.example).
+    # Provisioning (ops/provision/settings.py; documented in env/*.env.example).
     "PROVISION_SKIP": Key(
         _words,
         "",

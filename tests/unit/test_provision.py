@@ -18,7 +18,11 @@ from ops.provision import (
     DOCKER_CE_PACKAGES,
     DOCKER_KEY_FINGERPRINT,
     SSHD_DROPIN,
+    STEP_KEYS,
+    STEPS,
+    Context,
     ProvisionSettings,
+    StepLoop,
     StepPlan,
     parse_facts,
     plan_host,
@@ -227,6 +231,33 @@ def test_unsupported_os_is_refused_by_the_plan(os_name: str) -> None:
         plan_host(parse_facts(fresh_output(os_name)), settings())
 
 
+def test_every_step_belongs_to_a_provision_skip_word_in_the_order_they_run() -> None:
+    keys = [step.key for step in STEPS if step.key != "os"]
+    assert tuple(dict.fromkeys(keys)) == STEP_KEYS
+    assert STEPS[0].key == "os" and STEPS[-1].key == "ssh"  # refuse first; close root login last
+
+
+def test_a_dry_run_plans_each_install_once() -> None:
+    plans = plan_host(parse_facts(fresh_output("ubuntu-24.04")), settings())
+    installs = [p for plan in plans for change in plan.changes for p in change.installs]
+    assert "ufw" in installs and "fail2ban" in installs
+    assert len(installs) == len(set(installs))
+
+
+def test_after_apply_later_steps_plan_from_the_facts_read_again() -> None:
+    """The loop apply shares with the dry run: handed the facts read after a step, later steps
+    plan from those (here: the packages did not install, so the firewall plans ufw again)."""
+    fresh = parse_facts(fresh_output("ubuntu-24.04"))
+    loop = StepLoop(fresh, Context(settings()))
+    plans: dict[str, StepPlan] = {}
+    for step, plan in loop:
+        plans[step.name] = plan
+        if plan.changes:
+            loop.applied(fresh)
+    assert plans["firewall"].changes[0].installs == ("ufw",)
+    assert "ufw" in plans["packages"].changes[0].installs
+
+
 # ---------------------------------------------------------------- provision() over fake runners
 
 
@@ -327,6 +358,10 @@ def test_dry_run_reports_would_change_and_runs_nothing_that_changes(tmp_path: Pa
     assert result.counts[WOULD_CHANGE] > 20
     assert [mutating(commands) for commands in log.values()] == [[], []]
     assert "dry run" in result.summary_line()
+    # A dry run shows what plan_host plans: one loop for both.
+    planned = plan_host(parse_facts(fresh_output("ubuntu-24.04")), ProvisionSettings.from_env(env))
+    shown = [(e.step, e.status, e.detail) for e in result.hosts[0].events if e.step not in ("connect",)]
+    assert shown == [(plan.step, plan.status, plan.detail) for plan in planned]
 
 
 def test_apt_failure_fails_that_host_with_the_step_and_output_and_the_other_goes_on(tmp_path: Path) -> None:

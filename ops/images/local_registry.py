@@ -315,7 +315,7 @@ def _port_taken(registry: LocalRegistry) -> RegistryError:
     return RegistryError(
         f"port {registry.address} (this checkout's registry port) is taken by another program",
         where=str(registry.checkout),
-        hint="stop that program, or work from another checkout path (the port follows the path)",
+        hint="stop that program, or work from another checkout path: the port follows the path",
     )
 
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ops.errors import HostError
-from ops.transport.shell import last_line
+from ops.transport.shell import last_line, q
 
 if TYPE_CHECKING:
     import paramiko
@@ -201,7 +201,7 @@ class RemoteForward:
         url = f"http://127.0.0.1:{self.remote_port}{path}"
         script = (
             "command -v curl >/dev/null || { echo 'curl: not found'; exit 127; }; i=0; "
-            f"while :; do out=$(curl -fsS -o /dev/null --max-time 2 '{url}' 2>&1) && exit 0; "
+            f"while :; do out=$(curl -fsS -o /dev/null --max-time 2 {q(url)} 2>&1) && exit 0; "
             f'i=$((i+1)); [ "$i" -ge {tries} ] && {{ echo "$out"; exit 1; }}; sleep 0.25; done'
         )
         code, output = self._exec(script, timeout=timeout + 15)

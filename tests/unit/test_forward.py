@@ -253,7 +253,7 @@ def test_readiness_runs_curl_on_the_host_and_names_a_refusing_local_port(
             time.sleep(0.01)
         with pytest.raises(HostError) as raised:
             forward.wait_until_answering(timeout=1)
-    assert f"curl -fsS -o /dev/null --max-time 2 'http://127.0.0.1:{PORT}/v2/'" in sshd.commands[-1]
+    assert f"curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:{PORT}/v2/ " in sshd.commands[-1]
     assert raised.value.one_line().startswith(f"web1: port {PORT} is forwarded but 127.0.0.1:{dead_port} here refused")
 
 

@@ -41,7 +41,7 @@ from ops.transport import Host
 class ComposeOrchestrator:
     """Releases run by `docker compose` on each host (implements ops.deploy.orchestrator.Orchestrator).
 
-    The image delivery, clock and sleep are the real ones unless a caller (a test) passes its own."""
+    The image delivery, clocks and sleep are the real ones unless a caller (a test) passes its own."""
 
     def __init__(
         self,
@@ -51,12 +51,14 @@ class ComposeOrchestrator:
         delivery: ImageDelivery | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.env = env
         self.reporter = reporter
         self.delivery = delivery or delivery_for(env.deploy.image_source)
-        self.clock = clock
+        self.clock = clock  # durations and the health gate's deadline
         self.sleep = sleep
+        self.now = now  # release ids and their creation time
 
     def current(self, host: Host) -> Release | None:
         return ReleaseStore(host, self.env.project).current()
@@ -73,12 +75,13 @@ class ComposeOrchestrator:
             if converged is not None:
                 converged.seconds = self.clock() - started
                 return converged
+        made = self.now()
         release = Release(
-            id=new_release_id(prepared.version),
+            id=new_release_id(prepared.version, made),
             version=prepared.version,
             git_commit=prepared.git_commit,
             who=operator(),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=made.isoformat(timespec="seconds"),
             compose_files=prepared.stack.compose_files,
             swappable=tuple(sorted(name for name, service in prepared.stack.services.items() if service.swappable)),
             content=prepared.content,

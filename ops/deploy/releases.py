@@ -86,14 +86,15 @@ class ReleaseStore:
     def __init__(self, host: Host, project: str):
         self.host = host
         self.project = project
-        self.base = ProjectLayout(project).base
+        self.layout = ProjectLayout(project)
+        self.base = self.layout.base
 
     def path(self, release_id: str) -> str:
-        return f"{self.base}/releases/{release_id}"
+        return self.layout.release(release_id)
 
     def list(self) -> list[Release]:
         script = (
-            f"for f in {self.base}/releases/*/release.json; do "
+            f"for f in {self.layout.releases}/*/release.json; do "
             '[ -f "$f" ] && { cat "$f"; printf "\\n\\036\\n"; }; done; true'
         )
         releases = []
@@ -106,13 +107,14 @@ class ReleaseStore:
         return sorted(releases, key=lambda release: release.id)
 
     def current_id(self) -> str | None:
-        result = self.host.run(f"readlink {self.base}/current", check=False)
+        result = self.host.run(f"readlink {self.layout.current}", check=False)
         target = result.stdout.strip()
         return target.rsplit("/", 1)[-1] if result.ok and target else None
 
     def current(self) -> Release | None:
         """The release `current` points at, read in one round trip."""
-        result = self.host.run(f"readlink {self.base}/current && cat {self.base}/current/release.json", check=False)
+        current = self.layout.current
+        result = self.host.run(f"readlink {current} && cat {current}/release.json", check=False)
         if not result.ok:
             return None
         link, _, text = result.stdout.partition("\n")

@@ -361,3 +361,36 @@ def test_current_state_tells_hand_edited_files_from_drifted_containers() -> None
     assert state({**on_host, "extra.yaml": "f" * 64}, running) == (False, False)  # a file added there
     assert state(on_host, running.replace("hash1", "hash0")) == (True, False)  # config drifted
     assert state(on_host, running.replace("running\tUp 5 minutes (healthy)", "exited\tExited (1)")) == (True, False)
+
+
+def test_a_failing_batch_leaves_the_later_batches_on_their_release(tmp_path: Path) -> None:
+    from ops.console import SKIPPED, RecordingReporter
+    from ops.deploy.orchestrator import HostDeployReport
+    from ops.deploy.rollout import run_batches
+    from ops.errors import HostError
+    from ops.transport import Fleet
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "prod.env").write_text("HOSTS=a b c d e\n")
+    env = load_environment("prod", tmp_path, {})
+    worked: list[str] = []
+
+    def work(host: Host) -> HostDeployReport:
+        worked.append(host.name)
+        if host.name == "c":
+            raise HostError("unreachable: connection refused", where="c")
+        return HostDeployReport(host.name, "deployed")
+
+    fleet = Fleet([Host(HostSpec(name), FakeRunner()) for name in "abcde"])
+    reporter = RecordingReporter()
+    reports = run_batches(env, fleet, 2, work, reporter)
+    assert [(r.host, r.result) for r in reports] == [
+        ("a", "deployed"),
+        ("b", "deployed"),
+        ("c", "failed"),
+        ("d", "deployed"),
+        ("e", "skipped"),
+    ]
+    assert reports[2].error == "c: unreachable: connection refused"
+    assert sorted(worked) == ["a", "b", "c", "d"]
+    assert [(e.host, e.status) for e in reporter.events if e.status == SKIPPED] == [("e", SKIPPED)]

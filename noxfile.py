@@ -83,7 +83,7 @@ def build(session: nox.Session) -> None:
     """Wheel and sdist into dist/ (python -m build, twine check), and the demo stack's images."""
     from ops.console import ConsoleReporter
     from ops.errors import OpsError
-    from ops.images.delivery import build_stack_images
+    from ops.pipeline.images import build_stack_images
 
     shutil.rmtree(ROOT / "dist", ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", "dist", silent=True)

@@ -21,7 +21,7 @@ from ops.lab import LabSpec, lab_up  # noqa: E402
 
 
 def bench_lab(name: str, hosts: int, *, provisioned: bool = True, deployed: bool = True) -> tuple[LabSpec, Environment]:
-    from ops.deploy.compose import DeployOptions, deploy
+    from ops.deploy import DeployOptions, deploy
     from ops.deploy.releases import ReleaseStore
     from ops.provision import provision
     from ops.transport import Fleet

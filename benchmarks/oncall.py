@@ -47,7 +47,7 @@ def median(args: list[str], environ: dict[str, str]) -> float:
 
 
 def bench_lab() -> tuple[Path, str, LabSpec]:
-    from ops.deploy.compose import DeployOptions, deploy
+    from ops.deploy import DeployOptions, deploy
     from ops.provision import provision
 
     spec = LabSpec("bench", checkout=REPO, hosts=3, env_root=REPO / ".lab" / "bench")

@@ -4,7 +4,27 @@ rollback to any kept release, and the blue-green swap of one service.
     from ops.deploy import DeployOptions, deploy
 """
 
-from ops.deploy.compose import DeployOptions, DeployResult, deploy, rollback, swap
+from ops.deploy.actions import ORCHESTRATORS, DeployOptions, deploy, rollback
+from ops.deploy.compose import ComposeOrchestrator
+from ops.deploy.orchestrator import SUCCEEDED, HostDeployReport, Orchestrator
+from ops.deploy.prepare import Prepared, prepare
 from ops.deploy.releases import Release, ReleaseStore
+from ops.deploy.rollout import DeployResult
+from ops.deploy.swap import swap
 
-__all__ = ["DeployOptions", "DeployResult", "Release", "ReleaseStore", "deploy", "rollback", "swap"]
+__all__ = [
+    "ORCHESTRATORS",
+    "SUCCEEDED",
+    "ComposeOrchestrator",
+    "DeployOptions",
+    "DeployResult",
+    "HostDeployReport",
+    "Orchestrator",
+    "Prepared",
+    "Release",
+    "ReleaseStore",
+    "deploy",
+    "prepare",
+    "rollback",
+    "swap",
+]

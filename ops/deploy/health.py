@@ -1,8 +1,8 @@
 """The health gate: wait until every service of a compose project is running and healthy.
 
-Reads container state through the host's Docker SDK. A container that turns unhealthy or exits
-fails the gate at once (Docker itself ignores failures during a healthcheck's start_period);
-the failure carries the last health output and log lines so a person sees why.
+Reads container state through the host's Docker SDK and never changes it. A container that turns
+unhealthy or exits fails the gate at once (Docker itself ignores failures during a healthcheck's
+start_period); the failure carries the last health output and log lines so a person sees why.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ops.config import Environment
 from ops.errors import HealthGateError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.stack.compose import Stack
 from ops.transport import Host
 
 
@@ -104,10 +106,12 @@ def wait_healthy(
     container_filter: dict[str, str] | None = None,
     on_progress: Callable[[list[ServiceHealth]], None] | None = None,
     interval: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[ServiceHealth]:
     """Block until every service is healthy; raise HealthGateError naming the failing service."""
     wanted = list(services)
-    deadline = time.monotonic() + timeout
+    deadline = clock() + timeout
     while True:
         report = project_health(host, project, wanted, container_filter=container_filter)
         if on_progress:
@@ -117,10 +121,10 @@ def wait_healthy(
             raise gate_error(host, failed[0], "failed its health check")
         if all(service.ok for service in report):
             return report
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             waiting = [service for service in report if not service.ok]
             raise gate_error(host, waiting[0], f"not healthy after {timeout:.0f} s ({waiting[0].state})")
-        time.sleep(interval)
+        sleep(interval)
 
 
 def gate_error(host: Host, service: ServiceHealth, what: str) -> HealthGateError:
@@ -131,3 +135,10 @@ def gate_error(host: Host, service: ServiceHealth, what: str) -> HealthGateError
     )
     error.service = service
     return error
+
+
+def health_timeout(env: Environment, stack: Stack) -> float:
+    """The gate's patience: HEALTH_TIMEOUT, or longer when a service's start_period needs it."""
+    configured = env.deploy.health_timeout
+    longest_start = max((service.start_period_s for service in stack.services.values()), default=0.0)
+    return max(configured, longest_start + 30)

@@ -1,8 +1,9 @@
-"""Releases on a host: /opt/<project>/releases/<id>/ with compose files, .env and release.json.
+"""Releases on a host: /opt/<project>/releases/<id>/ with compose files, .env and release.json,
+which release a rollback goes back to, and which ones a prune removes.
 
 `current` is a symlink switched atomically (rename) only after a release passed its health
 gate. Images are pinned by ID and by a per-release tag, so a rollback needs no pull and no
-build, and pruning never removes what a kept release still needs.
+build, and pruning never removes what a kept release still needs (nor the current release).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import shlex
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
+from ops.console import CHANGED, Reporter
+from ops.errors import DeployError
 from ops.host.layout import ProjectLayout
 from ops.transport import Host
 
@@ -83,14 +86,15 @@ class ReleaseStore:
     def __init__(self, host: Host, project: str):
         self.host = host
         self.project = project
-        self.base = ProjectLayout(project).base
+        self.layout = ProjectLayout(project)
+        self.base = self.layout.base
 
     def path(self, release_id: str) -> str:
-        return f"{self.base}/releases/{release_id}"
+        return self.layout.release(release_id)
 
     def list(self) -> list[Release]:
         script = (
-            f"for f in {self.base}/releases/*/release.json; do "
+            f"for f in {self.layout.releases}/*/release.json; do "
             '[ -f "$f" ] && { cat "$f"; printf "\\n\\036\\n"; }; done; true'
         )
         releases = []
@@ -103,13 +107,14 @@ class ReleaseStore:
         return sorted(releases, key=lambda release: release.id)
 
     def current_id(self) -> str | None:
-        result = self.host.run(f"readlink {self.base}/current", check=False)
+        result = self.host.run(f"readlink {self.layout.current}", check=False)
         target = result.stdout.strip()
         return target.rsplit("/", 1)[-1] if result.ok and target else None
 
     def current(self) -> Release | None:
         """The release `current` points at, read in one round trip."""
-        result = self.host.run(f"readlink {self.base}/current && cat {self.base}/current/release.json", check=False)
+        current = self.layout.current
+        result = self.host.run(f"readlink {current} && cat {current}/release.json", check=False)
         if not result.ok:
             return None
         link, _, text = result.stdout.partition("\n")
@@ -154,3 +159,72 @@ class ReleaseStore:
             f"cd {shlex.quote(self.path(release.id))} && "
             f"docker compose -p {shlex.quote(self.project)} {files} --env-file .env {args}"
         )
+
+
+def rollback_target(releases: list[Release], current_id: str | None, to: str | None, host: Host) -> Release:
+    """The named release (id, id prefix or version; the newest match), else the one before current."""
+    usable = [release for release in releases if release.status != "failed" and release.pins]
+    if to:
+        matches = [r for r in releases if r.id == to or r.id.startswith(to) or r.version == to]
+        if not matches:
+            kept = ", ".join(f"{release.id} ({release.version})" for release in usable) or "none"
+            raise DeployError(f"no release {to!r}", where=host.name, hint=f"kept: {kept}")
+        if matches[-1] not in usable:
+            raise DeployError(f"release {matches[-1].id} failed its gate; refusing to roll back to it", where=host.name)
+        return matches[-1]
+    older = [release for release in usable if current_id is None or release.id < current_id]
+    if not older:
+        raise DeployError("no earlier release to roll back to", where=host.name, hint="see inv releases")
+    current = next((release for release in releases if release.id == current_id), None)
+    # A release the same as the current one is no place to roll back to: skip identical ones.
+    different = [r for r in older if current is None or (r.version, r.images) != (current.version, current.images)]
+    if not different:
+        raise DeployError(
+            "every earlier release runs the same version and images as the current one",
+            where=host.name,
+            hint="name one with --to (see inv releases), or deploy the version you want",
+        )
+    return different[-1]
+
+
+def releases_to_prune(releases: list[Release], current_id: str | None, keep: int) -> list[Release]:
+    """What a prune removes (oldest first): a release that is the same as a newer one (files,
+    .env and images: nothing new to roll back to), then all but the newest `keep` of the rest that
+    can be rolled back to, and failed releases older than those. Never the current release."""
+    seen: set[object] = set()
+    distinct: list[Release] = []  # newest first
+    removed: list[Release] = []
+    for release in reversed(releases):
+        same = (release.content, tuple(sorted(release.images.items())))
+        key = same if release.content and release.status != "failed" else release.id
+        if key in seen and release.id != current_id:
+            removed.append(release)
+        else:
+            seen.add(key)
+            distinct.append(release)
+    kept_good = [release for release in distinct if release.status != "failed"][:keep]
+    oldest_kept = kept_good[-1].id if kept_good else ""
+    for release in distinct:
+        if release.id == current_id or release in kept_good:
+            continue
+        if release.status != "failed" or release.id < oldest_kept:
+            removed.append(release)
+    return sorted(removed, key=lambda release: release.id)
+
+
+def prune(store: ReleaseStore, keep: int, reporter: Reporter) -> list[str]:
+    """Keep the newest `keep` distinct releases (and the current one) and the images they pin."""
+    releases = store.list()
+    removed = releases_to_prune(releases, store.current_id(), keep)
+    kept = {release.id for release in releases} - {release.id for release in removed}
+    if not removed:
+        return []
+    kept_pins = {pin for release in releases if release.id in kept for pin in release.pins.values()}
+    for release in removed:
+        store.remove(release.id)
+    stale = sorted({pin for release in removed for pin in release.pins.values()} - kept_pins)
+    if stale:
+        # rmi refuses images that containers use; that is the safety we want.
+        store.host.run(f"docker rmi {' '.join(shlex.quote(pin) for pin in stale)} >/dev/null 2>&1; true")
+    reporter.step(store.host.name, "prune", CHANGED, f"removed {len(removed)} old releases")
+    return [release.id for release in removed]

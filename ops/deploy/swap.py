@@ -9,22 +9,29 @@
    what is in flight; wait the drain period, then stop with the service's grace period and remove;
 4. a new container that fails its gate is removed and the old keep serving.
 Re-running after an interruption converges: whatever runs the target image and is healthy is
-kept, everything else of the service is retired.
+kept, everything else of the service is retired. `swap` is `inv swap`: one service, every host
+(in batches) under the deploy lock. A swap never touches volumes or other services.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
 from ops.deploy.health import ServiceHealth, gate_error
+from ops.deploy.orchestrator import HostDeployReport
+from ops.deploy.prepare import prepare
 from ops.deploy.releases import Release, ReleaseStore, pin_tag
+from ops.deploy.rollout import DeployResult, roll_out
 from ops.errors import DeployError, HealthGateError, OpsError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
-from ops.transport import Host
+from ops.images import ImageDelivery, delivery_for, send_if_missing
+from ops.transport import Fleet, Host
 
 
 @dataclass
@@ -58,8 +65,15 @@ def _health(container: Any) -> str:
     return str(health.get("Status", "starting")) if health else "running"
 
 
-def _wait_new_healthy(host: Host, containers: list[Any], timeout: float, service: str) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_new_healthy(
+    host: Host,
+    containers: list[Any],
+    timeout: float,
+    service: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    deadline = clock() + timeout
     while True:
         states = {c.name: _health(c) for c in containers}
         bad = [c for c in containers if states[c.name] in ("unhealthy", "exited")]
@@ -67,10 +81,10 @@ def _wait_new_healthy(host: Host, containers: list[Any], timeout: float, service
             raise _failure(host, service, bad[0], states[bad[0].name])
         if all(state in ("healthy", "running") for state in states.values()):
             return
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             waiting = next(c for c in containers if states[c.name] not in ("healthy", "running"))
             raise _failure(host, service, waiting, f"not healthy after {timeout:.0f} s")
-        time.sleep(0.5)
+        sleep(0.5)
 
 
 def _failure(host: Host, service: str, container: Any, what: str) -> HealthGateError:
@@ -80,7 +94,14 @@ def _failure(host: Host, service: str, container: Any, what: str) -> HealthGateE
     return gate_error(host, ServiceHealth(service, what, output, logs), f"(new container {container.name}) {what}")
 
 
-def _retire(host: Host, containers: list[Any], drain: float, grace: int, reporter: Reporter) -> None:
+def _retire(
+    host: Host,
+    containers: list[Any],
+    drain: float,
+    grace: int,
+    reporter: Reporter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Out of rotation first (SIGTERM: listener closed, in-flight finishing), then stop and remove."""
     for container in containers:
         try:
@@ -89,7 +110,7 @@ def _retire(host: Host, containers: list[Any], drain: float, grace: int, reporte
             continue
     if containers:
         reporter.step(host.name, "drain", OK, f"{len(containers)} old out of rotation, draining {drain:.0f} s")
-        time.sleep(drain)
+        sleep(drain)
     for container in containers:
         container.reload()
         if container.status == "running":
@@ -107,13 +128,15 @@ def swap_service(
     drain: float,
     grace: int = 10,
     reporter: Reporter,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SwapReport:
     """Swap the service's containers on one host to the image `release` pins for it.
 
     The release's override file is rewritten to that image first (compose starts new containers
     from it); when the new side fails, the previous override content is put back.
     """
-    started = time.monotonic()
+    started = clock()
     project = store.project
     target = release.images[service]
     containers = service_containers(host, project, service)
@@ -140,7 +163,7 @@ def swap_service(
         )
         new = [c for c in service_containers(host, project, service) if _image_id(c) == target]
         reporter.step(host.name, f"swap {service}", CHANGED, f"{len(new)} new beside {len(old)} old")
-        _wait_new_healthy(host, new, timeout, service)
+        _wait_new_healthy(host, new, timeout, service, clock, sleep)
     except OpsError as error:
         for container in service_containers(host, project, service):
             if container.id not in kept:
@@ -148,11 +171,11 @@ def swap_service(
         reporter.step(host.name, f"swap {service}", FAILED, f"{error.one_line()}; the old containers keep serving")
         report.error = error.one_line()
         report.failing = getattr(error, "service", None)
-        report.seconds = time.monotonic() - started
+        report.seconds = clock() - started
         return report
-    _retire(host, old, drain, grace, reporter)
+    _retire(host, old, drain, grace, reporter, sleep)
     report.result, report.new = "swapped", [c.name for c in new]
-    report.seconds = time.monotonic() - started
+    report.seconds = clock() - started
     reporter.step(host.name, f"swap {service}", CHANGED, f"retired {len(old)} old, {report.seconds:.1f} s in all")
     return report
 
@@ -168,6 +191,8 @@ def swap_to_image(
     drain: float,
     grace: int,
     reporter: Reporter,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SwapReport:
     """`inv swap`: swap a service of the current release to an image present on the host, and record it."""
     store = ReleaseStore(host, project)
@@ -191,10 +216,99 @@ def swap_to_image(
         images={**release.images, service: target},
         version=version or release.version,
     )
-    report = swap_service(host, store, swapped, service, timeout=timeout, drain=drain, grace=grace, reporter=reporter)
+    report = swap_service(
+        host,
+        store,
+        swapped,
+        service,
+        timeout=timeout,
+        drain=drain,
+        grace=grace,
+        reporter=reporter,
+        clock=clock,
+        sleep=sleep,
+    )
     if report.result == "failed":
         store.write_override(release)
     else:
         # The current release now tells the truth: deploy, rollback and status see the new image.
         store.write_metadata(swapped)
     return report
+
+
+def swap(
+    env: Environment,
+    reporter: Reporter,
+    service: str,
+    *,
+    version: str | None = None,
+    image: str | None = None,
+    timeout: float | None = None,
+    drain: float | None = None,
+    hosts: list[str] | None = None,
+    batch: int = 0,
+    lock_wait: float = 0,
+    delivery: ImageDelivery | None = None,
+) -> DeployResult:
+    """Swap one service blue-green on every host (in batches) to a new version or image."""
+    if bool(version) == bool(image):
+        raise DeployError("give exactly one of --version and --image")
+    started = time.monotonic()
+    result = DeployResult("swap", env.name, version or image or "")
+    delivery = delivery or delivery_for(env.deploy.image_source)
+    prepared = prepare(env, reporter, version, delivery=delivery) if version else None
+    if prepared is not None:
+        spec = prepared.stack.service(service)
+        if spec.container_name or spec.published_ports:
+            raise DeployError(
+                f"service {service} has a container_name or published ports: two cannot run side by side",
+                hint="publish through a proxy service and drop container_name",
+            )
+        target = prepared.refs[service]
+    else:
+        target = str(image)
+    gate_timeout = timeout or env.deploy.health_timeout
+    drain_s = drain if drain is not None else env.deploy.swap_drain
+
+    def one(host: Host) -> HostDeployReport:
+        begun = time.monotonic()
+        if prepared is not None:
+            store = ReleaseStore(host, env.project)
+            current = store.get(store.current_id() or "")
+            if current is None:
+                raise DeployError("no current release on this host", where=host.name, hint="run inv deploy first")
+            images = prepared.only(service).images(lambda args: store.compose_command(current, args))
+            delivery.bring(host, images, reporter)
+        else:
+            send_if_missing(host, target, reporter)
+        swapped = swap_to_image(
+            host,
+            env.project,
+            service,
+            target,
+            version=version,
+            timeout=gate_timeout,
+            drain=drain_s,
+            grace=10,
+            reporter=reporter,
+        )
+        outcome = "deployed" if swapped.result in ("swapped", "unchanged") else "failed"
+        return HostDeployReport(
+            host.name, outcome, error=swapped.error, failing=swapped.failing, seconds=time.monotonic() - begun
+        )
+
+    reason = f"swap {service} to {version or image}"
+    with Fleet.connect(env, only=hosts) as fleet:
+        result.hosts = roll_out(
+            env,
+            fleet,
+            one,
+            reporter,
+            action=f"swap {service}",
+            version=version or str(image),
+            reason=reason,
+            batch=batch,
+            lock_wait=lock_wait,
+        )
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,5 +1,28 @@
-"""Images: how a stack's images reach hosts (send, build, pull) and the local builds behind them."""
+"""Images: how a stack's images reach hosts (one ImageDelivery per IMAGE_SOURCE: send, build,
+pull) and the local builds behind sending them."""
 
-from ops.images.delivery import SOURCES, build_if_changed, host_image_ids, send_images
+from ops.images.build import BuildOnHost
+from ops.images.delivery import Delivered, ImageDelivery, ReleaseImages, host_image_ids
+from ops.images.local import base_images, build_if_changed, build_locally, local_image_ids
+from ops.images.pull import PullImages
+from ops.images.send import SendImages, send_if_missing, send_images
+from ops.images.sources import DELIVERIES, SOURCES, delivery_for
 
-__all__ = ["SOURCES", "build_if_changed", "host_image_ids", "send_images"]
+__all__ = [
+    "DELIVERIES",
+    "SOURCES",
+    "BuildOnHost",
+    "Delivered",
+    "ImageDelivery",
+    "PullImages",
+    "ReleaseImages",
+    "SendImages",
+    "base_images",
+    "build_if_changed",
+    "build_locally",
+    "delivery_for",
+    "host_image_ids",
+    "local_image_ids",
+    "send_if_missing",
+    "send_images",
+]

@@ -1,158 +1,53 @@
-"""Bringing a stack's images to a host: pull from a registry, build on the host, or send them
-from the operator's engine over SSH with no registry at all (only what the host lacks).
-
-Sending streams `docker save` from the local engine into the host's `docker load` through the
-host's verified SSH connection; nothing is written to disk on either side on the way.
+"""The image delivery protocol: how a release's images reach one host (IMAGE_SOURCE). One
+implementation per module (send, build, pull; ops.images.sources names them); deploy asks the
+protocol, never which source it is. Nothing here chooses a source or touches a release's files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import shlex
-import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ops.console import OK, Reporter
-from ops.errors import HostError, StackError
-from ops.stack.compose import Service, Stack, digest_files
+from ops.console import Reporter
+from ops.errors import DeployError
+from ops.stack.compose import Stack
 from ops.transport import Host
 
-if TYPE_CHECKING:
-    import docker
 
-SOURCES = ("send", "build", "pull")
+@dataclass(frozen=True)
+class ReleaseImages:
+    """The images one release needs on one host."""
 
-
-def build_locally(compose_bin: Path, directory: Path, files: tuple[str, ...], env_path: Path) -> None:
-    """`docker compose build` on the operator's engine (for the send source)."""
-    command = [str(compose_bin), "--project-directory", str(directory)]
-    for name in files:
-        command += ["-f", str(directory / name)]
-    command += ["--env-file", str(env_path), "build", "--quiet"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()] or ["no output"]
-        raise StackError(f"building the stack's images locally failed: {lines[-1][:300]}", where=str(directory))
+    refs: Mapping[str, str]  # service -> image reference, as the compose file names it
+    local_ids: Mapping[str, str] = field(default_factory=dict)  # service -> ID on this machine (built here)
+    compose: Callable[[str], str] = str  # compose arguments -> the release's `docker compose` command on the host
 
 
-FROM_LINE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
+@dataclass(frozen=True)
+class Delivered:
+    """What a delivery left on the host: the image IDs the release pins, and the bytes it sent."""
+
+    ids: dict[str, str]  # service -> image ID on the host
+    sent: int = 0
 
 
-def _build_context(stack: Stack, service: Service) -> Path:
-    return Path(str(service.build.get("context") or stack.directory))
+class ImageDelivery(Protocol):
+    """One way of bringing a release's images to a host."""
 
+    name: str  # its IMAGE_SOURCE value
 
-def base_images(stack: Stack) -> list[str]:
-    """The images the stack's local builds start FROM: earlier stages, scratch and names built
-    from ARGs (resolved only by the build) left out."""
-    bases: set[str] = set()
-    for service in stack.services.values():
-        if not service.builds:
-            continue
-        try:
-            text = (_build_context(stack, service) / str(service.build.get("dockerfile") or "Dockerfile")).read_text()
-        except OSError:
-            continue  # the build reports it
-        stages: set[str] = set()
-        for match in FROM_LINE.finditer(text):
-            image, stage = match.group(1), match.group(2)
-            if image.lower() != "scratch" and image.lower() not in stages and "$" not in image:
-                bases.add(image)
-            if stage:
-                stages.add(stage.lower())
-    return sorted(bases)
+    def prepare_locally(
+        self, compose_bin: Path, stack: Stack, env_path: Path, stamps: Path, reporter: Reporter
+    ) -> dict[str, str]:
+        """Work on this machine before any host is touched; service -> local image ID (or none)."""
+        ...
 
-
-def build_fingerprint(stack: Stack, base_ids: Mapping[str, str] | None = None) -> str | None:
-    """A digest of everything a local build of the stack reads: each building service's resolved
-    build section (context, dockerfile, args), every file of its context and the IDs of the base
-    images. None when a context is not a local directory (a git URL, say): such builds always run."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(sorted((base_ids or {}).items())).encode())
-    for name, service in sorted(stack.services.items()):
-        digest.update(json.dumps([name, service.image, service.build], sort_keys=True).encode())
-        if not service.builds:
-            continue
-        context = _build_context(stack, service)
-        if not context.is_dir():
-            return None
-        digest_files(context, digest)
-    return digest.hexdigest()
-
-
-def build_if_changed(compose_bin: Path, stack: Stack, env_path: Path, stamps: Path) -> tuple[dict[str, str], bool]:
-    """Build the stack's images locally unless an earlier build of the very same inputs (base
-    images included: a refreshed debian:trixie-slim means a rebuild) left exactly these images
-    (same IDs under the same names); returns (service -> image ID, built).
-
-    `stamps` (a JSON file) remembers, per build fingerprint, the image IDs that build produced.
-    One `docker image inspect` answers for the stack's images and their bases alike.
-    """
-    refs = {name: service.image for name, service in stack.services.items()}
-    bases = {f"FROM {image}": image for image in base_images(stack)}
-
-    def inspect() -> tuple[dict[str, str], str | None]:
-        ids = local_image_ids({**refs, **bases})
-        fingerprint = build_fingerprint(stack, {ref: ids[ref] for ref in bases})
-        return {service: ids[service] for service in refs}, fingerprint
-
-    try:
-        ids, fingerprint = inspect()
-    except StackError:
-        pass  # an image or a base is missing: build (which reports what it cannot find)
-    else:
-        if fingerprint and _read_stamps(stamps).get(fingerprint) == ids:
-            return ids, False
-    build_locally(compose_bin, stack.directory, stack.compose_files, env_path)
-    ids, fingerprint = inspect()
-    if fingerprint:
-        _write_stamp(stamps, fingerprint, ids)
-    return ids, True
-
-
-def _read_stamps(path: Path) -> dict[str, dict[str, str]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_stamp(path: Path, fingerprint: str, ids: dict[str, str], keep: int = 20) -> None:
-    stamps = _read_stamps(path)
-    stamps.pop(fingerprint, None)
-    stamps[fingerprint] = ids
-    kept = dict(list(stamps.items())[-keep:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(kept, indent=1, sort_keys=False) + "\n")
-    temporary.replace(path)
-
-
-def local_image_ids(refs: Mapping[str, str]) -> dict[str, str]:
-    """service -> image ID on this machine's engine, asked through the docker CLI in one call (a
-    deploy with nothing to build or send never loads the Docker SDK)."""
-    names = list(refs.values())
-    if not names:
-        return {}
-    try:
-        done = subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        raise StackError("the docker command is not installed on this machine", hint="./scripts/bootstrap") from None
-    ids = done.stdout.split()
-    if done.returncode == 0 and len(ids) == len(names):
-        return dict(zip(refs, ids, strict=True))
-    for service, ref in refs.items():
-        if f"No such image: {ref}" in done.stderr:
-            raise StackError(f"image {ref} of service {service} is not on this machine", hint="build it first")
-    lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
-    raise StackError(f"docker image inspect failed: {lines[-1][:200]}", hint="is the local Docker engine running?")
+    def bring(self, host: Host, images: ReleaseImages, reporter: Reporter) -> Delivered:
+        """Make every service's image present on the host; the IDs found there afterwards."""
+        ...
 
 
 def host_image_ids(host: Host, refs: Mapping[str, str]) -> dict[str, str]:
@@ -172,72 +67,10 @@ def host_image_ids(host: Host, refs: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def send_images(
-    host: Host,
-    local: docker.DockerClient,
-    refs: list[str],
-    on_bytes: Callable[[int], None] | None = None,
-    chunk_size: int = 1 << 20,
-) -> int:
-    """Stream `docker save refs` from the local engine into the host's `docker load`."""
-    if not refs:
-        return 0
-    response = local.api._get(local.api._url("/images/get"), params={"names": refs}, stream=True)
-    local.api._raise_for_status(response)
-    sent = 0
-
-    def chunks() -> Iterator[bytes]:
-        nonlocal sent
-        for chunk in response.iter_content(chunk_size):
-            sent += len(chunk)
-            if on_bytes:
-                on_bytes(len(chunk))
-            yield chunk
-
-    try:
-        remote = host.docker()
-        result = remote.api._post(remote.api._url("/images/load"), data=chunks(), params={"quiet": True}, stream=False)
-        remote.api._raise_for_status(result)
-    except HostError:
-        raise
-    except Exception as error:
-        raise HostError(f"sending images failed: {error}", where=host.name) from None
-    finally:
-        response.close()
-    return sent
-
-
-def tag(host: Host, source: str, target: str) -> None:
-    host.run(f"docker tag {shlex.quote(source)} {shlex.quote(target)}")
-
-
-def build_stack_images(
-    checkout: Path, directory: Path, reporter: Reporter, environment: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Build a stack's images on this machine's engine, as a deploy with the send source does
-    (the toolbox's Compose, base image made locally); returns service -> image reference.
-    environment feeds the compose file's variables (the stack's defaults otherwise)."""
-    import docker as sdk
-
-    from ops.lab import ensure_base_image
-    from ops.stack.compose import compose_files, env_file, load_stack
-    from ops.stack.toolbox import ensure_compose
-
-    try:
-        client = sdk.from_env(version="auto", timeout=600)
-    except sdk.errors.DockerException as error:
-        raise StackError(f"the local Docker engine does not answer: {error}", hint="`inv lab.up` starts it") from None
-    try:
-        ensure_base_image(client, reporter)
-        compose_bin = ensure_compose(checkout, reporter)
-        text = "".join(f"{key}={value}\n" for key, value in sorted((environment or {}).items()))
-        with env_file(text) as rendered:
-            stack = load_stack(directory, compose_bin, rendered)
-            files = compose_files(directory)
-            build_locally(compose_bin, directory, files, rendered)
-            refs = {name: service.image for name, service in stack.services.items() if service.builds}
-            local_image_ids(refs)  # every image is really there
-    finally:
-        client.close()
-    reporter.step("local", "build images", OK, f"{len(refs)} images of {directory.name}")
-    return refs
+def present_after(host: Host, refs: Mapping[str, str], source: str) -> dict[str, str]:
+    """service -> image ID on the host once a delivery ran; a DeployError names the images it lacks."""
+    ids = host_image_ids(host, refs)
+    lacking = sorted(set(refs) - set(ids))
+    if lacking:
+        raise DeployError(f"images missing after {source}: {', '.join(lacking)}", where=host.name)
+    return ids

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from invoke.context import Context
 
     from ops.config import Environment
-    from ops.deploy.compose import DeployResult
+    from ops.deploy import DeployResult
 
 
 def _confirm(environment: Environment, action: str, yes: bool) -> None:
@@ -34,7 +34,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
     from rich.table import Table
 
     from ops.console import console, print_json
-    from ops.deploy.compose import SUCCEEDED
+    from ops.deploy import SUCCEEDED
 
     if as_json:
         print_json(result.as_dict())
@@ -79,8 +79,8 @@ def deploy(
 ) -> None:
     """Deploy the stack as a new release: validate, lock, images, release, up, health gate, audit."""
     from ops.console import ConsoleReporter
-    from ops.deploy.compose import DeployOptions
-    from ops.deploy.compose import deploy as run_deploy
+    from ops.deploy import DeployOptions
+    from ops.deploy import deploy as run_deploy
 
     environment = load_env(c, env)
     if not dry_run:
@@ -112,7 +112,7 @@ def rollback(
 ) -> None:
     """Go back to the previous (or --to) release: its compose files, env and pinned images."""
     from ops.console import ConsoleReporter
-    from ops.deploy.compose import rollback as run_rollback
+    from ops.deploy import rollback as run_rollback
 
     environment = load_env(c, env)
     _confirm(environment, "roll back", yes)
@@ -332,7 +332,7 @@ def swap(
 ) -> None:
     """Swap one service blue-green: new containers beside the old, health gate, drain, retire the old."""
     from ops.console import ConsoleReporter
-    from ops.deploy.compose import swap as run_swap
+    from ops.deploy import swap as run_swap
 
     environment = load_env(c, env)
     _confirm(environment, f"swap {service} in", yes)

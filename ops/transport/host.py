@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 class Host:
     """One server: run commands (as the login user or with sudo), move files, use its Docker."""
 
-    def __init__(self, spec: HostSpec, runner: Runner):
+    def __init__(self, spec: HostSpec, runner: Runner, *, docker_client: docker.DockerClient | None = None):
+        """docker_client: the engine client to use instead of one over the runner's SSH connection (tests
+        pass a double beside their fake runner)."""
         self.spec = spec
         self.runner = runner
-        self._docker: docker.DockerClient | None = None
+        self._docker: docker.DockerClient | None = docker_client
 
     @property
     def name(self) -> str:

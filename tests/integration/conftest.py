@@ -77,7 +77,7 @@ def provisioned_lab() -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def deployed_lab(provisioned_lab: Lab) -> Lab:
     """The provisioned lab with the demo stack deployed as v1 (tests may deploy other versions)."""
-    from ops.deploy.compose import DeployOptions, deploy
+    from ops.deploy import DeployOptions, deploy
 
     result = deploy(provisioned_lab.env, RecordingReporter(), DeployOptions(version="v1"))
     assert result.ok, result.as_dict()

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from ops.config import HostSpec, load_environment
-from ops.deploy.compose import _batches, _rollback_target, releases_to_prune
 from ops.deploy.health import summary_state
-from ops.deploy.releases import Release, ReleaseStore, new_release_id, override_yaml, pin_tag
+from ops.deploy.releases import (
+    Release,
+    ReleaseStore,
+    new_release_id,
+    override_yaml,
+    pin_tag,
+    releases_to_prune,
+    rollback_target,
+)
+from ops.deploy.rollout import batches
 from ops.errors import DeployError, LockError
 from ops.host.audit import AuditRecord
 from ops.host.lock import DeployLock, LockInfo
-from ops.images.delivery import build_if_changed
+from ops.images.local import base_images, build_if_changed
 from ops.stack.compose import Service, Stack, _seconds, archive, content_digest, render_env
 from ops.transport import CommandResult, Host
 from tests.fakes import FakeRunner
@@ -93,14 +102,14 @@ def test_rollback_goes_to_the_release_before_current_skipping_failed_ones() -> N
         release("3-v3", "failed", "v3"),
         release("4-v4", version="v4"),
     ]
-    assert _rollback_target(releases, "4-v4", None, host).id == "2-v2"
-    assert _rollback_target(releases, "4-v4", "v1", host).id == "1-v1"
+    assert rollback_target(releases, "4-v4", None, host).id == "2-v2"
+    assert rollback_target(releases, "4-v4", "v1", host).id == "1-v1"
     with pytest.raises(DeployError, match="failed its gate"):
-        _rollback_target(releases, "4-v4", "3-v3", host)
+        rollback_target(releases, "4-v4", "3-v3", host)
     with pytest.raises(DeployError, match=r"no release 'v9' \(kept: 1-v1 \(v1\)"):
-        _rollback_target(releases, "4-v4", "v9", host)
+        rollback_target(releases, "4-v4", "v9", host)
     with pytest.raises(DeployError, match="no earlier release"):
-        _rollback_target(releases[:1], "1-v1", None, host)
+        rollback_target(releases[:1], "1-v1", None, host)
 
 
 def test_release_ids_sort_by_time_and_pins_are_per_image() -> None:
@@ -139,8 +148,8 @@ def test_rendered_env_has_version_vars_and_secrets(tmp_path: Path) -> None:
 
 def test_batches() -> None:
     hosts = [Host(HostSpec(str(i)), FakeRunner()) for i in range(5)]
-    assert [len(b) for b in _batches(hosts, 2)] == [2, 2, 1]
-    assert [len(b) for b in _batches(hosts, 0)] == [5]
+    assert [len(b) for b in batches(hosts, 2)] == [2, 2, 1]
+    assert [len(b) for b in batches(hosts, 0)] == [5]
 
 
 def test_rollback_skips_a_release_identical_to_the_current_one() -> None:
@@ -148,9 +157,9 @@ def test_rollback_skips_a_release_identical_to_the_current_one() -> None:
     v1 = release("1-v1")
     v2a = Release("2-v2", "v2", "abc", "me", "t", ("compose.yaml",), {"web": "sha256:2"}, {"web": "p2"})
     v2b = Release("3-v2", "v2", "abc", "me", "t", ("compose.yaml",), {"web": "sha256:2"}, {"web": "p2"})
-    assert _rollback_target([v1, v2a, v2b], "3-v2", None, host).id == "1-v1"
+    assert rollback_target([v1, v2a, v2b], "3-v2", None, host).id == "1-v1"
     with pytest.raises(DeployError, match="same version and images as the current one"):
-        _rollback_target([v2a, v2b], "3-v2", None, host)
+        rollback_target([v2a, v2b], "3-v2", None, host)
 
 
 def test_prune_keeps_the_newest_distinct_releases_and_the_current_one() -> None:
@@ -208,24 +217,25 @@ def _stack(tmp_path: Path, web_args: dict[str, str]) -> Stack:
     return Stack(tmp_path, ("compose.yaml",), {"web": web, "redis": redis})
 
 
-def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import ops.images.delivery
-
+def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(tmp_path: Path) -> None:
     builds: list[Path] = []
     # the local engine's tags: the stack's images and the base its build starts FROM
     images = {"demo/web:v1": "sha256:web1", "redis:7": "sha256:redis", "debian:trixie-slim": "sha256:base1"}
-    monkeypatch.setattr(ops.images.delivery, "build_locally", lambda *args: builds.append(args[1]))
-    monkeypatch.setattr(
-        ops.images.delivery, "local_image_ids", lambda refs: {s: images[ref] for s, ref in refs.items()}
-    )
+
+    def build_locally(compose_bin: Path, directory: Path, files: tuple[str, ...], env_path: Path) -> None:
+        builds.append(directory)
+
+    def local_image_ids(refs: Mapping[str, str]) -> dict[str, str]:
+        return {service: images[ref] for service, ref in refs.items()}
+
     stamps = tmp_path / ".opskit" / "builds.json"
     (tmp_path / "stack").mkdir()
     stack = _stack(tmp_path / "stack", {"APP_VERSION": "v1"})
 
     def build(stack: Stack) -> bool:
-        ids, built = build_if_changed(Path("compose"), stack, Path(".env"), stamps)
+        ids, built = build_if_changed(
+            Path("compose"), stack, Path(".env"), stamps, build=build_locally, inspect_ids=local_image_ids
+        )
         assert ids == {"web": images["demo/web:v1"], "redis": "sha256:redis"}
         return built
 
@@ -244,8 +254,6 @@ def test_a_local_build_is_skipped_only_when_its_inputs_and_images_are_unchanged(
 
 
 def test_base_images_are_read_from_each_building_service_dockerfile(tmp_path: Path) -> None:
-    from ops.images.delivery import base_images
-
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "Containerfile").write_text(
         "ARG BASE=debian:trixie-slim\n"
@@ -322,7 +330,8 @@ def test_a_lock_held_on_one_of_three_hosts_leaves_none_taken() -> None:
 
 def test_current_state_tells_hand_edited_files_from_drifted_containers() -> None:
     """One SSH answer: the release directory's sha256sums, compose's config hashes, `docker ps`."""
-    from ops.deploy.compose import Prepared, _current_state
+    from ops.deploy.compose import _current_state
+    from ops.deploy.prepare import Prepared
     from ops.deploy.releases import OVERRIDE_FILE, Release, ReleaseStore, override_yaml
 
     release = Release("1-v1", "v1", "abc", "me", "now", ("compose.yaml",), pins={"web": "demo/web:pin1"})
@@ -352,3 +361,36 @@ def test_current_state_tells_hand_edited_files_from_drifted_containers() -> None
     assert state({**on_host, "extra.yaml": "f" * 64}, running) == (False, False)  # a file added there
     assert state(on_host, running.replace("hash1", "hash0")) == (True, False)  # config drifted
     assert state(on_host, running.replace("running\tUp 5 minutes (healthy)", "exited\tExited (1)")) == (True, False)
+
+
+def test_a_failing_batch_leaves_the_later_batches_on_their_release(tmp_path: Path) -> None:
+    from ops.console import SKIPPED, RecordingReporter
+    from ops.deploy.orchestrator import HostDeployReport
+    from ops.deploy.rollout import run_batches
+    from ops.errors import HostError
+    from ops.transport import Fleet
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "prod.env").write_text("HOSTS=a b c d e\n")
+    env = load_environment("prod", tmp_path, {})
+    worked: list[str] = []
+
+    def work(host: Host) -> HostDeployReport:
+        worked.append(host.name)
+        if host.name == "c":
+            raise HostError("unreachable: connection refused", where="c")
+        return HostDeployReport(host.name, "deployed")
+
+    fleet = Fleet([Host(HostSpec(name), FakeRunner()) for name in "abcde"])
+    reporter = RecordingReporter()
+    reports = run_batches(env, fleet, 2, work, reporter)
+    assert [(r.host, r.result) for r in reports] == [
+        ("a", "deployed"),
+        ("b", "deployed"),
+        ("c", "failed"),
+        ("d", "deployed"),
+        ("e", "skipped"),
+    ]
+    assert reports[2].error == "c: unreachable: connection refused"
+    assert sorted(worked) == ["a", "b", "c", "d"]
+    assert [(e.host, e.status) for e in reporter.events if e.status == SKIPPED] == [("e", SKIPPED)]

@@ -1,0 +1,59 @@
+"""What deploy and rollback ask of an orchestrator on one host (compose today; swarm joins as one
+module implementing the same protocol), and the per-host report it answers with. Nothing here
+knows how an orchestrator works or touches a host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ops.deploy.health import ServiceHealth
+from ops.deploy.prepare import Prepared
+from ops.deploy.releases import Release
+from ops.transport import Host
+
+SUCCEEDED = ("deployed", "unchanged", "planned")  # a host's results that leave it as asked
+
+
+@dataclass
+class HostDeployReport:
+    """What happened on one host."""
+
+    host: str
+    result: str  # deployed | unchanged | rolled-back | failed | skipped | planned
+    release: str = ""
+    previous: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    failing: ServiceHealth | None = None
+    images_sent: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {k: v for k, v in self.__dict__.items() if k != "failing"}
+        if self.failing:
+            data["failing_service"] = self.failing.service
+            data["health_output"] = self.failing.health_output
+        return data
+
+
+class Orchestrator(Protocol):
+    """Runs releases on one host. Every method works on that host alone; the rollout runs them
+    over the fleet under the deploy lock and records the audit."""
+
+    def deploy_host(self, host: Host, prepared: Prepared) -> HostDeployReport:
+        """Make the prepared release the host's current one (or converge it, when it already is),
+        gated on health; a release that fails is undone before the report says so."""
+        ...
+
+    def plan_host(self, host: Host, prepared: Prepared) -> HostDeployReport:
+        """What deploy_host would do (dry run): reads the host, changes nothing."""
+        ...
+
+    def rollback_host(self, host: Host, to: str | None) -> HostDeployReport:
+        """Go back to the release before the current one, or the one `to` names."""
+        ...
+
+    def current(self, host: Host) -> Release | None:
+        """The host's current release, or None before the first deploy."""
+        ...

@@ -402,23 +402,23 @@ def test_a_stopped_container_is_started_again_and_post_hooks_run_when_the_archiv
     from ops.backup import archive_volume
     from ops.config import HostSpec
     from ops.console import RecordingReporter
-    from ops.errors import HostError
     from ops.transport import Host
     from tests.fakes import FakeRunner
 
-    runner = FakeRunner()
+    runner = FakeRunner({"tar -C": (2, "tar: ./dump.rdb: file changed as we read it")}, outputs={"tar -C": b"x"})
     host = Host(HostSpec("h1"), runner)
     app = container(
         "app", "shop/app:3", opskit_backup_pre="flush", opskit_backup_post="resume", opskit_backup_stop="true"
     )
     plan = plan_volume(REDIS_VOLUME, [app])
-    with pytest.raises(HostError):  # the fake runner has no SSH channel to stream through
+    with pytest.raises(BackupError, match=r"archive command exited 2: tar: \./dump\.rdb: file changed"):
         archive_volume(host, plan, LocalStore(tmp_path), "20260101T000000Z", RecordingReporter())
     commands = runner.commands
     assert commands[0] == "docker exec demo-app-1 sh -c flush"
     assert commands[1].startswith("docker stop demo-app-1")
-    assert commands[2].startswith("docker start demo-app-1")
-    assert commands[3] == "docker exec demo-app-1 sh -c resume"
+    assert "tar -C /var/lib/docker/volumes/demo_redis-data/_data" in commands[2]  # the failed archive
+    assert commands[3].startswith("docker start demo-app-1")
+    assert commands[4] == "docker exec demo-app-1 sh -c resume"
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []  # no partial archive left
 
 
@@ -540,7 +540,8 @@ def test_host_target_discard_goes_on_past_an_unreachable_host_and_names_it() -> 
 
 
 def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: Path) -> None:
-    from ops.backup import MANIFEST, _manifest_text, read_snapshot
+    from ops.backup import MANIFEST, read_snapshot
+    from ops.backup.catalogue import manifest_text
     from ops.config import load_environment
 
     (tmp_path / "env").mkdir()
@@ -552,7 +553,7 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
         "20260101T000000Z", partial, complete=False, created="2026-01-01T00:00:00+00:00", host_dir="/srv/bk"
     )
     under_way.hosts = {"127.0.0.2": {}}
-    (partial / MANIFEST).write_text(_manifest_text(under_way, env))
+    (partial / MANIFEST).write_text(manifest_text(under_way, env))
     snapshot = read_snapshot(partial)
     assert (snapshot.id, snapshot.complete, snapshot.host_dir) == ("20260101T000000Z", False, "/srv/bk")
     assert list(snapshot.hosts) == ["127.0.0.2"] and snapshot.archives == []
@@ -560,7 +561,7 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
 
 def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> None:
     """No bytes come back from a host-target archive: progress is the file's size, polled."""
-    from ops.backup import _size_watch
+    from ops.backup.stores import size_watch
     from ops.config import HostSpec
     from ops.transport import CommandResult, Host
     from tests.fakes import FakeRunner
@@ -575,7 +576,7 @@ def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> N
 
     host = Host(HostSpec("h1"), GrowingArchive())
     steps: list[int] = []
-    with _size_watch(host, "/b/x.partial/h1/redis-data.tar.zst", steps.append, every=0.01) as reported:
+    with size_watch(host, "/b/x.partial/h1/redis-data.tar.zst", steps.append, every=0.01) as reported:
         while len(steps) < 3:
             time.sleep(0.01)
     assert steps[:3] == [1000, 4000, 4000] and reported[0] == sum(steps)

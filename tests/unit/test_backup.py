@@ -19,16 +19,13 @@ from ops.backup import (
     RetentionPolicy,
     Snapshot,
     VolumeFact,
-    detect_recipe,
     find_snapshot,
     list_snapshots,
     parse_containers,
     parse_volumes,
-    pg_dump_command,
     plan_volume,
     retention,
     select_volumes,
-    snapshot_name,
     tar_command,
 )
 from ops.errors import BackupError
@@ -83,32 +80,6 @@ def test_facts_are_read_from_docker_inspect_output() -> None:
     assert containers[0].running and containers[0].name == "demo-redis-1"
 
 
-@pytest.mark.parametrize(
-    ("service", "image", "labels", "recipe"),
-    [
-        ("redis", "opskit-pin/demo-redis:1a2b", {}, "redis"),
-        ("cache", "redis:7", {}, "redis"),
-        ("db", "postgres:16", {}, "postgres"),
-        ("prometheus", "opskit-demo/prometheus:1", {}, "prometheus"),
-        ("alertmanager", "opskit-demo/alertmanager:1", {}, "files"),
-        ("web", "opskit-demo/web:v1", {}, "files"),
-        ("store", "mystore:1", {"opskit.backup.recipe": "postgres"}, "postgres"),
-        ("redis", "opskit-demo/redis:1", {"opskit.backup.recipe": "files"}, "files"),
-    ],
-)
-def test_recipe_is_found_from_label_then_image_and_service(
-    service: str, image: str, labels: dict[str, str], recipe: str
-) -> None:
-    fact = ContainerFact("i", service, service, image, True, labels, {})
-    assert detect_recipe(fact) == recipe
-
-
-def test_an_unknown_recipe_label_is_refused() -> None:
-    fact = ContainerFact("i", "x", "x", "x:1", True, {"opskit.backup.recipe": "mysql"}, {})
-    with pytest.raises(BackupError, match="not a recipe"):
-        detect_recipe(fact)
-
-
 def test_plan_of_a_redis_volume_uses_bgsave_on_the_running_container() -> None:
     plan = plan_volume(REDIS_VOLUME, [container("redis", "opskit-pin/demo-redis:1")])
     assert (plan.recipe, plan.recipe_container, plan.services) == ("redis", "demo-redis-1", ("redis",))
@@ -144,14 +115,6 @@ def test_a_stopped_container_is_archived_as_files_even_for_a_database() -> None:
     assert plan.recipe == "files" and plan.stop == ("demo-db-1",)
 
 
-def test_postgres_plan_dumps_every_database_through_the_container() -> None:
-    plan = plan_volume(REDIS_VOLUME, [container("db", "postgres:16")])
-    assert plan.recipe == "postgres" and plan.archive_name == "redis-data.sql.zst"
-    command = pg_dump_command(plan.recipe_container, "zstd")
-    assert "docker exec demo-db-1" in command and "pg_dumpall" in command and "zstd -q -c" in command
-    assert "pipefail" in command
-
-
 def test_tar_command_streams_to_stdout_with_sudo_unless_root() -> None:
     as_deploy = tar_command("/v/_data", "zstd", "deploy")
     assert as_deploy.startswith("sudo -n bash -c ") and "tar -C /v/_data --numeric-owner -cf - ." in as_deploy
@@ -179,12 +142,6 @@ def test_volume_selection_by_include_and_exclude() -> None:
         "prometheus-data",
         "redis-data",
     ]
-
-
-def test_prometheus_snapshot_answer() -> None:
-    assert snapshot_name('{"status":"success","data":{"name":"20261123T105000Z-1a2b3c"}}') == "20261123T105000Z-1a2b3c"
-    with pytest.raises(BackupError, match="snapshot failed"):
-        snapshot_name('{"status":"error","error":"admin APIs disabled"}')
 
 
 # --- the snapshot store ---

@@ -117,3 +117,56 @@ def test_the_fake_runner_streams_canned_bytes_out_and_records_the_bytes_in() -> 
     fed = host.stream_in("tar -xf -", io.BytesIO(b"restore me"), sizes.append)
     assert fed.ok and runner.received == {"tar -xf -": b"restore me"}
     assert runner.commands == ["tar -cf - .", "broken tar -c", "tar -xf -"]
+
+
+class FakeChannel:
+    """The paramiko channel calls the stream loops make, over canned stdout/stderr and an exit code."""
+
+    def __init__(self, stdout: bytes = b"", stderr: bytes = b"", code: int = 0):
+        self.stdout, self.stderr, self.code = bytearray(stdout), bytearray(stderr), code
+        self.sent = bytearray()
+        self.closed = self.shut = False
+        self.status_event = threading.Event()
+        self.status_event.set()
+
+    def recv(self, size: int) -> bytes:
+        data = bytes(self.stdout[:7])  # small packets, as SSH delivers them
+        del self.stdout[:7]
+        return data
+
+    def recv_ready(self) -> bool:
+        return bool(self.stdout)
+
+    def recv_stderr(self, size: int) -> bytes:
+        data = bytes(self.stderr)
+        self.stderr.clear()
+        return data
+
+    def recv_stderr_ready(self) -> bool:
+        return bool(self.stderr)
+
+    def exit_status_ready(self) -> bool:
+        return True
+
+    def recv_exit_status(self) -> int:
+        return self.code
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def shutdown_write(self) -> None:
+        self.shut = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_paramiko_fallback_streams_the_same_way() -> None:
+    from ops.transport.streams import channel_in, channel_out
+
+    out, sink, sizes = FakeChannel(b"archive bytes here", b"tar: warning", 2), io.BytesIO(), []
+    assert channel_out(out, sink, sizes.append) == (2, "tar: warning")
+    assert sink.getvalue() == b"archive bytes here" and sum(sizes) == 18 and out.closed
+    into = FakeChannel(b"restored\n")
+    assert channel_in(into, io.BytesIO(b"x" * 100), sizes.append, "h1") == (0, "restored\n")
+    assert into.sent == b"x" * 100 and into.shut and into.closed

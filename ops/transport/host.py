@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from ops.errors import CommandError
 from ops.transport.docker import remote_client
 from ops.transport.runner import CommandResult, Runner
 from ops.transport.shell import last_line, short
+from ops.transport.streams import Sink, Source
 
 if TYPE_CHECKING:
     import docker
@@ -61,6 +63,14 @@ class Host:
 
     def get(self, remote: str, local: Path | IO[bytes]) -> None:
         self.runner.get(remote, local)
+
+    def stream_out(self, command: str, sink: Sink, on_bytes: Callable[[int], None]) -> CommandResult:
+        """Run command with its stdout into sink (bulk data); the caller checks the exit code."""
+        return self.runner.stream_out(command, sink, on_bytes)
+
+    def stream_in(self, command: str, source: Source, on_bytes: Callable[[int], None]) -> CommandResult:
+        """Run command with source on its stdin (bulk data); the caller checks the exit code."""
+        return self.runner.stream_in(command, source, on_bytes)
 
     def docker(self) -> docker.DockerClient:
         """The host's Docker engine through the Docker SDK, over this host's SSH connection."""

@@ -6,6 +6,7 @@ fake runner (tests/fakes.py) with the same verbs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -13,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from ops.config import Environment, HostSpec
 from ops.errors import AuthenticationError, HostError, HostKeyError
 from ops.transport.shell import short
+from ops.transport.streams import Sink, Source, channel_in, channel_out, open_channel, openssh_in, openssh_out, ssh_argv
 
 # paramiko's transport thread logs a traceback when a host dies mid-connection; with no handler,
 # Python's last-resort handler would print it on stderr. The error reaches the user as one line
@@ -45,6 +47,16 @@ class Runner(Protocol):
     def put(self, local: Path | IO[bytes], remote: str) -> None: ...
 
     def get(self, remote: str, local: Path | IO[bytes]) -> None: ...
+
+    def stream_out(self, command: str, sink: Sink, on_bytes: Callable[[int], None]) -> CommandResult:
+        """Run command with its stdout written to sink as it comes (on_bytes told each chunk's
+        size); the result's stdout is empty, its stderr the start of the command's."""
+        ...
+
+    def stream_in(self, command: str, source: Source, on_bytes: Callable[[int], None]) -> CommandResult:
+        """Run command with source read to its end into its stdin; the result's stdout is the start
+        of the command's output and errors, interleaved."""
+        ...
 
     def ssh_client(self) -> paramiko.SSHClient: ...
 
@@ -185,6 +197,32 @@ class SSHRunner:
 
     def get(self, remote: str, local: Path | IO[bytes]) -> None:
         self._open().get(remote, str(local) if isinstance(local, Path) else local)
+
+    def openssh_argv(self) -> list[str] | None:
+        """ssh(1) to this host for bulk data, pinned like this runner; None without ssh(1)."""
+        return ssh_argv(
+            self.spec,
+            known_hosts=self.known_hosts,
+            identity_file=self.identity_file,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def stream_out(self, command: str, sink: Sink, on_bytes: Callable[[int], None]) -> CommandResult:
+        argv = self.openssh_argv()
+        if argv is not None:
+            code, stderr = openssh_out(argv, command, sink, on_bytes)
+        else:
+            code, stderr = channel_out(open_channel(self.ssh_client(), command, self.spec.name), sink, on_bytes)
+        return CommandResult(command, code, "", stderr)
+
+    def stream_in(self, command: str, source: Source, on_bytes: Callable[[int], None]) -> CommandResult:
+        argv = self.openssh_argv()
+        if argv is not None:
+            code, output = openssh_in(argv, command, source, on_bytes)
+        else:
+            channel = open_channel(self.ssh_client(), command, self.spec.name)
+            code, output = channel_in(channel, source, on_bytes, self.spec.name)
+        return CommandResult(command, code, output, "")
 
     def ssh_client(self) -> paramiko.SSHClient:
         client: paramiko.SSHClient = self._open().client

@@ -19,16 +19,13 @@ from ops.backup import (
     RetentionPolicy,
     Snapshot,
     VolumeFact,
-    detect_recipe,
     find_snapshot,
     list_snapshots,
     parse_containers,
     parse_volumes,
-    pg_dump_command,
     plan_volume,
     retention,
     select_volumes,
-    snapshot_name,
     tar_command,
 )
 from ops.errors import BackupError
@@ -83,32 +80,6 @@ def test_facts_are_read_from_docker_inspect_output() -> None:
     assert containers[0].running and containers[0].name == "demo-redis-1"
 
 
-@pytest.mark.parametrize(
-    ("service", "image", "labels", "recipe"),
-    [
-        ("redis", "opskit-pin/demo-redis:1a2b", {}, "redis"),
-        ("cache", "redis:7", {}, "redis"),
-        ("db", "postgres:16", {}, "postgres"),
-        ("prometheus", "opskit-demo/prometheus:1", {}, "prometheus"),
-        ("alertmanager", "opskit-demo/alertmanager:1", {}, "files"),
-        ("web", "opskit-demo/web:v1", {}, "files"),
-        ("store", "mystore:1", {"opskit.backup.recipe": "postgres"}, "postgres"),
-        ("redis", "opskit-demo/redis:1", {"opskit.backup.recipe": "files"}, "files"),
-    ],
-)
-def test_recipe_is_found_from_label_then_image_and_service(
-    service: str, image: str, labels: dict[str, str], recipe: str
-) -> None:
-    fact = ContainerFact("i", service, service, image, True, labels, {})
-    assert detect_recipe(fact) == recipe
-
-
-def test_an_unknown_recipe_label_is_refused() -> None:
-    fact = ContainerFact("i", "x", "x", "x:1", True, {"opskit.backup.recipe": "mysql"}, {})
-    with pytest.raises(BackupError, match="not a recipe"):
-        detect_recipe(fact)
-
-
 def test_plan_of_a_redis_volume_uses_bgsave_on_the_running_container() -> None:
     plan = plan_volume(REDIS_VOLUME, [container("redis", "opskit-pin/demo-redis:1")])
     assert (plan.recipe, plan.recipe_container, plan.services) == ("redis", "demo-redis-1", ("redis",))
@@ -144,14 +115,6 @@ def test_a_stopped_container_is_archived_as_files_even_for_a_database() -> None:
     assert plan.recipe == "files" and plan.stop == ("demo-db-1",)
 
 
-def test_postgres_plan_dumps_every_database_through_the_container() -> None:
-    plan = plan_volume(REDIS_VOLUME, [container("db", "postgres:16")])
-    assert plan.recipe == "postgres" and plan.archive_name == "redis-data.sql.zst"
-    command = pg_dump_command(plan.recipe_container, "zstd")
-    assert "docker exec demo-db-1" in command and "pg_dumpall" in command and "zstd -q -c" in command
-    assert "pipefail" in command
-
-
 def test_tar_command_streams_to_stdout_with_sudo_unless_root() -> None:
     as_deploy = tar_command("/v/_data", "zstd", "deploy")
     assert as_deploy.startswith("sudo -n bash -c ") and "tar -C /v/_data --numeric-owner -cf - ." in as_deploy
@@ -179,12 +142,6 @@ def test_volume_selection_by_include_and_exclude() -> None:
         "prometheus-data",
         "redis-data",
     ]
-
-
-def test_prometheus_snapshot_answer() -> None:
-    assert snapshot_name('{"status":"success","data":{"name":"20261123T105000Z-1a2b3c"}}') == "20261123T105000Z-1a2b3c"
-    with pytest.raises(BackupError, match="snapshot failed"):
-        snapshot_name('{"status":"error","error":"admin APIs disabled"}')
 
 
 # --- the snapshot store ---
@@ -402,23 +359,23 @@ def test_a_stopped_container_is_started_again_and_post_hooks_run_when_the_archiv
     from ops.backup import archive_volume
     from ops.config import HostSpec
     from ops.console import RecordingReporter
-    from ops.errors import HostError
     from ops.transport import Host
     from tests.fakes import FakeRunner
 
-    runner = FakeRunner()
+    runner = FakeRunner({"tar -C": (2, "tar: ./dump.rdb: file changed as we read it")}, outputs={"tar -C": b"x"})
     host = Host(HostSpec("h1"), runner)
     app = container(
         "app", "shop/app:3", opskit_backup_pre="flush", opskit_backup_post="resume", opskit_backup_stop="true"
     )
     plan = plan_volume(REDIS_VOLUME, [app])
-    with pytest.raises(HostError):  # the fake runner has no SSH channel to stream through
+    with pytest.raises(BackupError, match=r"archive command exited 2: tar: \./dump\.rdb: file changed"):
         archive_volume(host, plan, LocalStore(tmp_path), "20260101T000000Z", RecordingReporter())
     commands = runner.commands
     assert commands[0] == "docker exec demo-app-1 sh -c flush"
     assert commands[1].startswith("docker stop demo-app-1")
-    assert commands[2].startswith("docker start demo-app-1")
-    assert commands[3] == "docker exec demo-app-1 sh -c resume"
+    assert "tar -C /var/lib/docker/volumes/demo_redis-data/_data" in commands[2]  # the failed archive
+    assert commands[3].startswith("docker start demo-app-1")
+    assert commands[4] == "docker exec demo-app-1 sh -c resume"
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []  # no partial archive left
 
 
@@ -540,7 +497,8 @@ def test_host_target_discard_goes_on_past_an_unreachable_host_and_names_it() -> 
 
 
 def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: Path) -> None:
-    from ops.backup import MANIFEST, _manifest_text, read_snapshot
+    from ops.backup import MANIFEST, read_snapshot
+    from ops.backup.catalogue import manifest_text
     from ops.config import load_environment
 
     (tmp_path / "env").mkdir()
@@ -552,7 +510,7 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
         "20260101T000000Z", partial, complete=False, created="2026-01-01T00:00:00+00:00", host_dir="/srv/bk"
     )
     under_way.hosts = {"127.0.0.2": {}}
-    (partial / MANIFEST).write_text(_manifest_text(under_way, env))
+    (partial / MANIFEST).write_text(manifest_text(under_way, env))
     snapshot = read_snapshot(partial)
     assert (snapshot.id, snapshot.complete, snapshot.host_dir) == ("20260101T000000Z", False, "/srv/bk")
     assert list(snapshot.hosts) == ["127.0.0.2"] and snapshot.archives == []
@@ -560,7 +518,7 @@ def test_an_interrupted_host_target_snapshot_says_where_its_parts_are(tmp_path: 
 
 def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> None:
     """No bytes come back from a host-target archive: progress is the file's size, polled."""
-    from ops.backup import _size_watch
+    from ops.backup.stores import size_watch
     from ops.config import HostSpec
     from ops.transport import CommandResult, Host
     from tests.fakes import FakeRunner
@@ -575,7 +533,7 @@ def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> N
 
     host = Host(HostSpec("h1"), GrowingArchive())
     steps: list[int] = []
-    with _size_watch(host, "/b/x.partial/h1/redis-data.tar.zst", steps.append, every=0.01) as reported:
+    with size_watch(host, "/b/x.partial/h1/redis-data.tar.zst", steps.append, every=0.01) as reported:
         while len(steps) < 3:
             time.sleep(0.01)
     assert steps[:3] == [1000, 4000, 4000] and reported[0] == sum(steps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,93 @@ def test_fleet_keeps_only_ops_errors_per_host() -> None:
     result = Fleet([Host(HostSpec("a"), FakeRunner())]).map(boom)
     assert result.failed[0].error is not None
     assert result.failed[0].error.one_line() == "a: disk on fire"
+
+
+# --- bulk data: stream_out / stream_in ---
+
+
+def test_stream_out_writes_a_commands_stdout_into_the_sink_and_returns_its_exit_and_stderr() -> None:
+    from ops.transport.streams import openssh_out
+
+    sink, sizes = io.BytesIO(), []
+    # A local shell stands in for ssh(1): the loop is the same for both.
+    code, stderr = openssh_out(["sh", "-c"], "printf hello; echo oops >&2; exit 3", sink, sizes.append)
+    assert (code, sink.getvalue(), sum(sizes), stderr.strip()) == (3, b"hello", 5, "oops")
+
+
+def test_stream_in_feeds_the_source_to_the_commands_stdin(tmp_path: Path) -> None:
+    from ops.transport.streams import openssh_in
+
+    data = bytes(range(256)) * 5000  # more than one chunk's worth of pipe buffer
+    target = tmp_path / "received"
+    sizes: list[int] = []
+    code, output = openssh_in(["sh", "-c"], f"cat > {target}; echo stored", io.BytesIO(data), sizes.append)
+    assert (code, output.strip(), sum(sizes)) == (0, "stored", len(data)) and target.read_bytes() == data
+    code, output = openssh_in(["sh", "-c"], "echo refused >&2; exit 4", io.BytesIO(data), sizes.append)
+    assert (code, output.strip()) == (4, "refused")  # the command ending early is no crash
+
+
+def test_the_fake_runner_streams_canned_bytes_out_and_records_the_bytes_in() -> None:
+    runner = FakeRunner({"broken": (2, "tar: short read")}, outputs={"tar -c": b"archive bytes"})
+    host = Host(HostSpec("a"), runner)
+    sink, sizes = io.BytesIO(), []
+    result = host.stream_out("tar -cf - .", sink, sizes.append)
+    assert result.ok and sink.getvalue() == b"archive bytes" and sum(sizes) == len(b"archive bytes")
+    failed = host.stream_out("broken tar -c", io.BytesIO(), sizes.append)
+    assert (failed.exit_code, failed.stderr) == (2, "tar: short read")
+    fed = host.stream_in("tar -xf -", io.BytesIO(b"restore me"), sizes.append)
+    assert fed.ok and runner.received == {"tar -xf -": b"restore me"}
+    assert runner.commands == ["tar -cf - .", "broken tar -c", "tar -xf -"]
+
+
+class FakeChannel:
+    """The paramiko channel calls the stream loops make, over canned stdout/stderr and an exit code."""
+
+    def __init__(self, stdout: bytes = b"", stderr: bytes = b"", code: int = 0):
+        self.stdout, self.stderr, self.code = bytearray(stdout), bytearray(stderr), code
+        self.sent = bytearray()
+        self.closed = self.shut = False
+        self.status_event = threading.Event()
+        self.status_event.set()
+
+    def recv(self, size: int) -> bytes:
+        data = bytes(self.stdout[:7])  # small packets, as SSH delivers them
+        del self.stdout[:7]
+        return data
+
+    def recv_ready(self) -> bool:
+        return bool(self.stdout)
+
+    def recv_stderr(self, size: int) -> bytes:
+        data = bytes(self.stderr)
+        self.stderr.clear()
+        return data
+
+    def recv_stderr_ready(self) -> bool:
+        return bool(self.stderr)
+
+    def exit_status_ready(self) -> bool:
+        return True
+
+    def recv_exit_status(self) -> int:
+        return self.code
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def shutdown_write(self) -> None:
+        self.shut = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_paramiko_fallback_streams_the_same_way() -> None:
+    from ops.transport.streams import channel_in, channel_out
+
+    out, sink, sizes = FakeChannel(b"archive bytes here", b"tar: warning", 2), io.BytesIO(), []
+    assert channel_out(out, sink, sizes.append) == (2, "tar: warning")
+    assert sink.getvalue() == b"archive bytes here" and sum(sizes) == 18 and out.closed
+    into = FakeChannel(b"restored\n")
+    assert channel_in(into, io.BytesIO(b"x" * 100), sizes.append, "h1") == (0, "restored\n")
+    assert into.sent == b"x" * 100 and into.shut and into.closed

@@ -1,0 +1,160 @@
+"""The values that cross the backup package's layers: what a host has (facts), what an archive
+is (records, snapshots) and what each command did (results). Values only: no I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VolumeFact:
+    name: str  # the engine's name, e.g. demo_redis-data
+    key: str  # the compose name, e.g. redis-data
+    mountpoint: str
+
+
+@dataclass(frozen=True)
+class ContainerFact:
+    id: str
+    name: str
+    service: str
+    image: str
+    running: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)  # volume name -> path in the container
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    """One archived volume, as written in manifest.json."""
+
+    host: str
+    volume: str  # the compose name
+    volume_name: str  # the engine's name
+    services: tuple[str, ...]
+    recipe: str
+    archive: str  # path relative to the snapshot directory
+    compression: str
+    bytes: int
+    sha256: str
+    seconds: float
+    release: str = ""
+    encrypted: str = ""  # "age" when the archive is encrypted to BACKUP_AGE_RECIPIENT
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["services"] = list(self.services)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchiveRecord:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        values["services"] = tuple(values.get("services", ()))
+        return cls(**values)
+
+
+@dataclass
+class Snapshot:
+    """A snapshot directory on this machine: manifest, archives, BACKUP_INFO.md."""
+
+    id: str
+    path: Path
+    complete: bool
+    created: str = ""
+    environment: str = ""
+    project: str = ""
+    archives: list[ArchiveRecord] = field(default_factory=list)
+    hosts: dict[str, dict[str, str]] = field(default_factory=dict)
+    host_dir: str = ""  # BACKUP_TARGET=host: the archives are in <host_dir>/<id>/ on each host, not here
+
+    @property
+    def created_at(self) -> datetime:
+        try:
+            return datetime.fromisoformat(self.created)
+        except ValueError:
+            return datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+
+    @property
+    def bytes(self) -> int:
+        return sum(record.bytes for record in self.archives)
+
+    def copies(self) -> set[tuple[str, str]]:
+        return {(record.host, record.volume) for record in self.archives}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "complete": self.complete,
+            "created": self.created,
+            "environment": self.environment,
+            "project": self.project,
+            "bytes": self.bytes,
+            "hosts": self.hosts,
+            "target": "host" if self.host_dir else "local",
+            "host_dir": self.host_dir,
+            "archives": [record.as_dict() for record in self.archives],
+        }
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot | None
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.snapshot is not None and self.snapshot.complete and not self.errors
+
+
+def by_host(records: Iterable[ArchiveRecord]) -> dict[str, list[ArchiveRecord]]:
+    """The records grouped by the host that holds (or held) their volume, in their order."""
+    grouped: dict[str, list[ArchiveRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.host, []).append(record)
+    return grouped
+
+
+@dataclass
+class VerifyResult:
+    snapshot: Snapshot
+    checked: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)  # "archive: why"
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+@dataclass
+class RestoreResult:
+    snapshot: Snapshot
+    restored: list[str] = field(default_factory=list)  # "host volume"
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and bool(self.restored)
+
+
+@dataclass
+class PruneResult:
+    kept: dict[str, list[str]] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    incomplete_removed: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+@dataclass
+class OffsiteResult:
+    snapshot: Snapshot
+    target: str
+    copied: bool  # False: it was there already
+    bytes: int = 0

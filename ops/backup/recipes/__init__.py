@@ -1,0 +1,45 @@
+"""Backup recipes: how one kind of volume is archived, test-extracted and restored. A recipe is one
+module here with one class (recipe.py's Recipe protocol) and one line in RECIPES; detect() picks the
+recipe of a container (its opskit.backup.recipe label first). Recipes never choose a store."""
+
+from __future__ import annotations
+
+from ops.backup.model import ContainerFact, VolumeFact
+from ops.backup.recipes.files import Files
+from ops.backup.recipes.postgres import Postgres
+from ops.backup.recipes.prometheus import Prometheus
+from ops.backup.recipes.recipe import Archiving, Recipe, Restoring
+from ops.backup.recipes.redis import Redis
+from ops.errors import BackupError
+from ops.host.labels import BACKUP_RECIPE_LABEL
+
+__all__ = ["DEFAULT", "RECIPES", "Archiving", "Recipe", "Restoring", "detect", "detect_recipe", "recipe_named"]
+
+
+DEFAULT = Files()
+# Detection asks them in this order; files is the fallback.
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (DEFAULT, Postgres(), Redis(), Prometheus())}
+
+
+def recipe_named(name: str, where: str = "") -> Recipe:
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        raise BackupError(
+            f"{BACKUP_RECIPE_LABEL}={name!r} is not a recipe",
+            where=where or None,
+            hint=f"use one of: {', '.join(RECIPES)}",
+        )
+    return recipe
+
+
+def detect(container: ContainerFact, volume: VolumeFact | None = None) -> Recipe:
+    """A label wins; else the first recipe that recognises the container; else files."""
+    labelled = container.labels.get(BACKUP_RECIPE_LABEL, "").strip().lower()
+    if labelled:
+        return recipe_named(labelled, container.service or container.name)
+    return next((r for r in RECIPES.values() if r is not DEFAULT and r.detect(container, volume)), DEFAULT)
+
+
+def detect_recipe(container: ContainerFact) -> str:
+    """The name of the container's recipe (see detect)."""
+    return detect(container).name

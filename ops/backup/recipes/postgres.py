@@ -1,0 +1,61 @@
+"""The postgres recipe: pg_dumpall through the running container as one compressed SQL stream,
+loaded back with psql into the running service. It never copies the data directory."""
+
+from __future__ import annotations
+
+import shlex
+
+from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
+from ops.backup.model import ContainerFact, VolumeFact
+from ops.backup.recipes.recipe import Archiving, Restoring, called
+from ops.console import Reporter
+from ops.errors import BackupError
+from ops.transport import Host
+
+
+def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL) -> str:
+    """Every database of a PostgreSQL container as one SQL stream (pg_dumpall: roles and all dbs)."""
+    dump = 'pg_dumpall -U "${POSTGRES_USER:-postgres}" --clean --if-exists'
+    return f"bash -c {shlex.quote(f'set -o pipefail; docker exec {shlex.quote(container)} sh -c {shlex.quote(dump)} | ' + compressor(compression, level))}"
+
+
+def psql_restore_command(container: str, compression: str) -> str:
+    run = 'psql -v ON_ERROR_STOP=1 -q -U "${POSTGRES_USER:-postgres}" -d postgres'
+    return f"bash -c {shlex.quote(f'set -o pipefail; {decompressor(compression)} | docker exec -i {shlex.quote(container)} sh -c {shlex.quote(run)} >/dev/null')}"
+
+
+class Postgres:
+    name = "postgres"
+    suffix = ".sql"
+
+    def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
+        return called(container, "postgres")
+
+    def archive(
+        self,
+        host: Host,
+        volume: VolumeFact,
+        container: str,
+        compression: str,
+        level: int,
+        timeout: float,
+        reporter: Reporter,
+    ) -> Archiving:
+        return Archiving(pg_dump_command(container, compression, level))
+
+    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
+        # A dump is only decompressed: its check is zstd's (or gzip's) own.
+        return as_root(f"{decompressor(compression)} > /dev/null", user)
+
+    def tested(self, archive: str, entries: str) -> str:
+        return f"{archive}: dump ok"
+
+    def restore(self, job: Restoring) -> str:
+        live = [c for c in job.users if c.running]
+        if not live:
+            raise BackupError(
+                f"restoring a PostgreSQL dump needs its service running ({', '.join(job.services)})",
+                where=job.host.name,
+            )
+        job.feed(psql_restore_command(live[0].name, job.record.compression))
+        return f"{job.record.volume}: dump loaded into {live[0].service}"

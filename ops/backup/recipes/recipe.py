@@ -1,0 +1,76 @@
+"""The Recipe protocol every backup recipe implements, and the two values it shares with take.py and
+restore.py. Types and one naming rule only: no recipe lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ops.backup.model import ArchiveRecord, ContainerFact, Snapshot, VolumeFact
+from ops.console import Reporter
+from ops.transport import Host
+
+
+def called(container: ContainerFact, word: str) -> bool:
+    """Whether the container's image (its last path part) or service is named after word. An
+    alertmanager is never taken for the prometheus (or anything) its name may mention."""
+    words = f"{container.image.split(':')[0].rsplit('/', 1)[-1]} {container.service}".lower()
+    return word in words and "alertmanager" not in words
+
+
+@dataclass(frozen=True)
+class Archiving:
+    """What a recipe archives: the command whose stdout is the archive, and a directory on the host
+    to remove (as root) once the archive is stored or has failed ("" for none)."""
+
+    command: str
+    cleanup: str = ""
+
+
+class Restoring(Protocol):
+    """One archive on its way back into its volume, as restore.py hands it to a recipe."""
+
+    host: Host
+    snapshot: Snapshot
+    record: ArchiveRecord
+    users: list[ContainerFact]  # the containers that mount the volume now
+    services: list[str]  # the services that used it when archived and now
+
+    def feed(self, command: str) -> None:
+        """Run command on the host with the archive's plaintext on its stdin."""
+
+    def into_volume(self, command: Callable[[str], str]) -> None:
+        """Stop the volume's containers, create the volume if it is gone, feed command(mountpoint),
+        then start them again (and the services that had no container), whatever happened."""
+
+
+class Recipe(Protocol):
+    name: str  # as written in the label, the manifest and BACKUP_INFO.md
+    suffix: str  # of the archive, before the compression's: ".tar", ".sql"
+
+    def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
+        """Whether this recipe fits the container (used only when no label names a recipe)."""
+
+    def archive(
+        self,
+        host: Host,
+        volume: VolumeFact,
+        container: str,
+        compression: str,
+        level: int,
+        timeout: float,
+        reporter: Reporter,
+    ) -> Archiving:
+        """Prepare the volume (through container, the running one the recipe talks to) and say
+        which command streams its archive."""
+
+    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
+        """The command that checks an archive fed on its stdin, unpacking it into mountpoint (a
+        scratch volume) when it holds files."""
+
+    def tested(self, archive: str, entries: str) -> str:
+        """What a successful test extraction reports (entries: files found in the scratch volume)."""
+
+    def restore(self, job: Restoring) -> str:
+        """Put the archive back; returns what the restore step reports."""

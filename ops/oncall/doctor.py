@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from ops.config import Environment
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
 from ops.oncall.runbook import shell_preamble
-from ops.oncall.status import STACK_SCRIPT, ContainerStatus, parse_stack
+from ops.oncall.status import ContainerStatus, parse_stack, stack_script
 from ops.transport import Fleet, Host
 
 DISK_WARN, DISK_FAIL = 85, 95
@@ -90,7 +89,7 @@ if [ "$docker_up" ]; then
 fi
 [ -z "$docker_up" ] || {
 """
-        + STACK_SCRIPT % {"project": shlex.quote(project)}
+        + stack_script(project)
         + "\n}\n"
     )
 
@@ -241,13 +240,9 @@ def _lock_info(text: str) -> LockInfo | None:
     if not text:
         return None
     try:
-        data = json.loads(text)
+        return LockInfo.from_json(text)
     except ValueError:
-        data = {}
-    return LockInfo(
-        **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
-        pid=int(data.get("pid") or 0),
-    )
+        return LockInfo(holder="", since="", reason="", token="")
 
 
 def container_checks(name: str, project: str, containers: tuple[ContainerStatus, ...], engine: bool) -> list[Check]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from ops.config import HostSpec, load_environment
+from ops.host.lock import LockInfo
 from ops.oncall.doctor import backup_check, host_checks, newest_complete_backup
 from ops.oncall.status import parse_size, parse_stack
 from ops.transport import Host
@@ -133,3 +137,14 @@ def test_the_backup_age_policy_comes_from_the_env_file(tmp_path: Path) -> None:
     snapshot(tmp_path / "backups" / "lab", "s1", 30)
     check = backup_check(env)
     assert check.status == "pass", check.detail
+
+
+def test_the_lock_record_is_parsed_in_one_place() -> None:
+    info = LockInfo("ann@laptop", "2026-11-23T10:00:00+00:00", "deploy v3", "t0k", "laptop", 42)
+    assert LockInfo.from_json(json.dumps(asdict(info))) == info
+    assert LockInfo.from_json('{"holder": "ci"}') == LockInfo("ci", "", "", "", "", 0)
+    for broken in ("not json", "[1, 2]"):
+        with pytest.raises(ValueError):
+            LockInfo.from_json(broken)
+    _, lock, _ = parse_stack("lock=not json\n")
+    assert lock == "held (no info)"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ops.config import Environment
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
-from ops.oncall.runbook import shell_preamble
+from ops.oncall.preamble import shell_preamble
 from ops.oncall.status import ContainerStatus, parse_stack, stack_script
 from ops.transport import Fleet, Host
 

@@ -8,7 +8,6 @@ its confirm callback says yes. This module never prints and never reads os.envir
 from __future__ import annotations
 
 import re
-import shlex
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -20,14 +19,12 @@ from typing import Any
 from ops.config import Environment, HostSpec
 from ops.console import RecordingReporter, Reporter
 from ops.errors import OpsError
-from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.oncall.preamble import NO_CONTAINER, exec_command, host_command
 from ops.transport import CommandResult, Fleet, Host, Runner
 
 RUNBOOK_DIR = "runbooks"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
-# Exit code of the exec wrapper when the service has no running container on the host.
-NO_CONTAINER = 97
 
 
 class RunbookError(OpsError):
@@ -371,31 +368,6 @@ class RunbookResult:
         }
 
 
-def shell_preamble(project: str) -> str:
-    """Variables and functions every runbook command can use on a host."""
-    quoted = shlex.quote(project)
-    return (
-        f"PROJECT={quoted}; OPS_DIR=/opt/{quoted}; "
-        "containers() { docker ps -q${2:+a} --filter label=" + PROJECT_LABEL + "=$PROJECT "
-        "--filter label=" + SERVICE_LABEL + '="$1"; }; '
-        "volumes() { docker volume ls -q --filter label=com.docker.compose.project=$PROJECT; }; "
-    )
-
-
-def host_command(project: str, command: str) -> str:
-    return f"{shell_preamble(project)}{command}"
-
-
-def exec_command(project: str, service: str, command: str) -> str:
-    """Run command in every running container of service on the host; exit 97 when there is none."""
-    return host_command(
-        project,
-        f'ids=$(containers {shlex.quote(service)}); if [ -z "$ids" ]; then '
-        f'echo "no running container of service {service}"; exit {NO_CONTAINER}; fi; rc=0; '
-        f"for c in $ids; do docker exec $c sh -c {shlex.quote(command)} || rc=$?; done; exit $rc",
-    )
-
-
 def _numbers(output: str) -> list[tuple[float, str]]:
     """(first number, its line) for each output line that holds a number."""
     numbers = []
@@ -449,7 +421,15 @@ def diagnose(
     doctor_probe: DoctorProbe | None = None,
     runner_factory: Callable[[HostSpec], Runner] | None = None,
 ) -> list[StepResult]:
-    """Run the diagnosis steps on every host (in parallel), doctor steps once; nothing changes."""
+    """Run the diagnosis steps on every host (in parallel), doctor steps once through doctor_probe
+    (the caller passes ops.oncall.doctor.probe: this module never imports the doctor); nothing changes."""
+    asks_doctor = [step.title for step in runbook.steps if step.kind == "doctor"]
+    if asks_doctor and doctor_probe is None:
+        raise RunbookError(
+            f"step {asks_doctor[0]!r} asks the doctor, and no doctor probe was given",
+            where=str(runbook.path),
+            hint="pass doctor_probe=ops.oncall.doctor.probe",
+        )
     host_steps = [step for step in runbook.steps if step.kind != "doctor"]
     by_host: dict[str, list[StepResult]] = {}
     if host_steps:
@@ -466,11 +446,7 @@ def diagnose(
                 ]
     doctor_results: dict[str, list[StepResult]] = {}
     for step in runbook.steps:
-        if step.kind == "doctor":
-            if doctor_probe is None:
-                from ops.oncall.doctor import probe
-
-                doctor_probe = probe
+        if step.kind == "doctor" and doctor_probe is not None:
             doctor_results[step.title] = [
                 StepResult(step.title, where, ok, detail, "" if ok else step.cause.replace("{value}", detail))
                 for where, ok, detail in doctor_probe(env, step.command)

@@ -15,13 +15,13 @@ from ops.config import HostSpec
 from ops.oncall.runbook import (
     Expect,
     RunbookError,
-    _diagnose_host,
     find,
     load_all,
     load_runbook,
     parse_runbook,
     runbook_files,
 )
+from ops.oncall.runbook.run import _diagnose_host
 from ops.transport import CommandResult, Host
 from tests.cli import opskit
 from tests.fakes import FakeRunner

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ops.backup import list_snapshots, target_dir
@@ -163,10 +163,10 @@ def read_host_facts(host: Host, project: str, *, clock: Callable[[], float] = ti
         drift: float | None = float(remote) - (before + after) / 2
     except ValueError:
         drift = None
+    found = HostFacts(host.name, host.spec.user, project, facts, containers, None, remote, drift)
     # Without Docker the facts script stops before the stack: ask for the lock on its own.
-    docker_up = (facts.get("engine") or ["missing"])[0].startswith("running")
-    lock = _lock_info((facts.get("lock") or [""])[0]) if docker_up else read_lock(host, project)
-    return HostFacts(host.name, host.spec.user, project, facts, containers, lock, remote, drift)
+    lock = _lock_info(found.first("lock")) if found.docker_up else read_lock(host, project)
+    return replace(found, lock=lock)
 
 
 def _lock_info(text: str) -> LockInfo | None:

@@ -3,6 +3,7 @@ streamed commands get canned bytes out and have the bytes fed in recorded."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -65,6 +66,13 @@ class FakeRunner:
 
     def ssh_client(self) -> Any:
         raise HostError("the fake runner has no SSH connection")
+
+    def follow(self, command: str, on_line: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
+        """The canned answer's output as lines, one at a time, until stop is set."""
+        for line in self.run(command).stdout.splitlines():
+            if stop is not None and stop.is_set():
+                return
+            on_line(line)
 
     def close(self) -> None:
         pass

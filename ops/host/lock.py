@@ -44,6 +44,17 @@ class LockInfo:
     machine: str = ""  # where the holding process runs
     pid: int = 0
 
+    @classmethod
+    def from_json(cls, text: str) -> LockInfo:
+        """The lock record as try_acquire writes it (info.json); ValueError when it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"the lock record is not a JSON object: {text[:60]!r}")
+        return cls(
+            **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
+            pid=int(data.get("pid") or 0),
+        )
+
     def held_by_dead_process_here(self) -> bool:
         """True when the holder was a process on this machine that no longer runs (killed, SSH drop)."""
         if self.machine != socket.gethostname() or self.pid <= 0 or self.pid == os.getpid():
@@ -68,19 +79,20 @@ def lock_dir(project: str) -> str:
     return ProjectLayout(project).lock
 
 
+def info_path(project: str) -> str:
+    """The lock record (LockInfo as JSON) inside the lock directory."""
+    return f"{lock_dir(project)}/info.json"
+
+
 def read_lock(host: Host, project: str) -> LockInfo | None:
     path = lock_dir(project)
-    result = host.run(f"cat {shlex.quote(path)}/info.json 2>/dev/null || test -d {shlex.quote(path)}", check=False)
+    result = host.run(f"cat {shlex.quote(info_path(project))} 2>/dev/null || test -d {shlex.quote(path)}", check=False)
     if result.exit_code != 0:
         return None
     text = result.stdout.strip()
     if not text:  # the directory exists but its info is being written (or was lost)
         return LockInfo(holder="unknown", since=datetime.now(UTC).isoformat(timespec="seconds"), reason="", token="")
-    data = json.loads(text)
-    return LockInfo(
-        **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
-        pid=int(data.get("pid") or 0),
-    )
+    return LockInfo.from_json(text)
 
 
 def try_acquire(host: Host, project: str, info: LockInfo) -> LockInfo | None:
@@ -89,7 +101,7 @@ def try_acquire(host: Host, project: str, info: LockInfo) -> LockInfo | None:
     payload = shlex.quote(json.dumps(asdict(info)))
     script = (
         f"mkdir -p {shlex.quote(ProjectLayout(project).base)} && mkdir {path} 2>/dev/null"
-        f" && printf '%s\\n' {payload} > {path}/info.json"
+        f" && printf '%s\\n' {payload} > {shlex.quote(info_path(project))}"
     )
     if host.run(script, check=False).ok:
         return None
@@ -103,7 +115,9 @@ def release(host: Host, project: str, token: str | None) -> bool:
     if token is None:
         check = f"test -d {path}"
     else:  # the token as json.dumps wrote it into info.json
-        check = f"grep -qF {shlex.quote(json.dumps({'token': token})[1:-1])} {path}/info.json 2>/dev/null"
+        check = (
+            f"grep -qF {shlex.quote(json.dumps({'token': token})[1:-1])} {shlex.quote(info_path(project))} 2>/dev/null"
+        )
     return host.run(f"{check} && rm -rf {path}", check=False).ok
 
 

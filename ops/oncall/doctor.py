@@ -1,24 +1,22 @@
 """`ops.doctor`: checks an on-call person runs first, each pass / warn / fail with the fix to try.
 
 Per host one SSH round trip gathers the facts (engine, disks, inodes, memory, containers, log
-rotation) and a second one the clock; backups are read on this machine. Never changes anything.
+rotation) and a second one the clock; backups are read on this machine through ops.backup. Each
+check is one small function registered in HOST_CHECKS or LOCAL_CHECKS. Never changes anything.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ops.backup import list_snapshots, target_dir
 from ops.config import Environment
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
-from ops.oncall.runbook import shell_preamble
-from ops.oncall.status import STACK_SCRIPT, ContainerStatus, parse_stack
+from ops.oncall.preamble import shell_preamble
+from ops.oncall.status import ContainerStatus, parse_stack, stack_script
 from ops.transport import Fleet, Host
 
 DISK_WARN, DISK_FAIL = 85, 95
@@ -26,8 +24,6 @@ MEMORY_WARN, MEMORY_FAIL = 90, 97
 CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL = 85, 95
 RESTARTS_WARN = 3
 CLOCK_WARN, CLOCK_FAIL = 2.0, 30.0
-BACKUP_MAX_AGE_HOURS = 26.0
-CHECK_NAMES = ("ssh", "engine", "disk", "memory", "containers", "container-memory", "clock", "lock", "logs", "backup")
 
 
 @dataclass(frozen=True)
@@ -39,6 +35,18 @@ class Check:
     status: str  # pass | warn | fail | skipped
     detail: str
     fix: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check function found; the registry adds the check's name and the host."""
+
+    status: str  # pass | warn | fail | skipped
+    detail: str
+    fix: str = ""
+
+    def as_check(self, name: str, host: str) -> Check:
+        return Check(name, host, self.status, self.detail, self.fix)
 
 
 @dataclass
@@ -60,6 +68,9 @@ class DoctorReport:
             "summary": {status: self.count(status) for status in ("pass", "warn", "fail", "skipped")},
             "checks": [asdict(check) for check in self.checks],
         }
+
+
+# --- the facts of one host: two round trips, read once for every check -------------------------
 
 
 def facts_script(project: str) -> str:
@@ -90,7 +101,7 @@ if [ "$docker_up" ]; then
 fi
 [ -z "$docker_up" ] || {
 """
-        + STACK_SCRIPT % {"project": shlex.quote(project)}
+        + stack_script(project)
         + "\n}\n"
     )
 
@@ -115,271 +126,274 @@ def _level(value: float, warn: float, fail: float) -> str:
     return "fail" if value >= fail else "warn" if value >= warn else "pass"
 
 
-def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.time) -> list[Check]:
-    """Every check of one host from its facts; raises HostError when it cannot be reached."""
-    name = host.name
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host checks judge: the facts script's lines, the stack's containers, the lock, the clock."""
+
+    host: str
+    user: str
+    project: str
+    facts: dict[str, list[str]]
+    containers: tuple[ContainerStatus, ...]
+    lock: LockInfo | None
+    remote_clock: str  # the host's `date +%s.%N`
+    clock_drift: float | None  # the host's clock minus this machine's, seconds; None: unreadable
+
+    def first(self, key: str, default: str = "") -> str:
+        return (self.facts.get(key) or [default])[0]
+
+    @property
+    def engine(self) -> str:
+        return self.first("engine", "missing")
+
+    @property
+    def docker_up(self) -> bool:
+        return self.engine.startswith("running")
+
+
+def read_host_facts(host: Host, project: str, *, clock: Callable[[], float] = time.time) -> HostFacts:
+    """The host's facts; raises HostError when it cannot be reached."""
     before = clock()
     remote = host.run("date +%s.%N", check=False).stdout.strip()
     after = clock()
     output = host.run(facts_script(project), check=False, timeout=60).stdout
     facts = parse_lines(output)
     _, _, containers = parse_stack(output)
-    checks = [Check("ssh", name, "pass", f"logged in as {host.spec.user}")]
-
     try:
-        drift = float(remote) - (before + after) / 2
-        level = _level(abs(drift), CLOCK_WARN, CLOCK_FAIL)
-        checks.append(
-            Check(
-                "clock",
-                name,
-                level,
-                f"clock differs from this machine's by {drift:+.1f} s",
-                "" if level == "pass" else "enable time sync (chrony or systemd-timesyncd): inv provision",
-            )
-        )
+        drift: float | None = float(remote) - (before + after) / 2
     except ValueError:
-        checks.append(Check("clock", name, "warn", f"cannot read the clock ({remote[:60]!r})"))
+        drift = None
+    found = HostFacts(host.name, host.spec.user, project, facts, containers, None, remote, drift)
+    # Without Docker the facts script stops before the stack: ask for the lock on its own.
+    lock = _lock_info(found.first("lock")) if found.docker_up else read_lock(host, project)
+    return replace(found, lock=lock)
 
-    engine = (facts.get("engine") or ["missing"])[0]
-    docker_up = engine.startswith("running")
-    if engine.startswith("running"):
-        checks.append(Check("engine", name, "pass", f"Docker {engine.split(' ', 1)[-1]} running"))
-    else:
-        fix = "start it: sudo systemctl start docker (or dockerd)" if engine == "down" else "inv provision"
-        checks.append(Check("engine", name, "fail", f"Docker engine {engine}", fix))
 
+def _lock_info(text: str) -> LockInfo | None:
+    """The lock from the facts' lock= line (the holder's record), None when not held."""
+    if not text:
+        return None
+    try:
+        return LockInfo.from_json(text)
+    except ValueError:
+        return LockInfo(holder="", since="", reason="", token="")
+
+
+# --- the host checks: each judges one thing from HostFacts -------------------------------------
+
+
+def ssh_login(facts: HostFacts) -> list[Finding]:
+    return [Finding("pass", f"logged in as {facts.user}")]
+
+
+def clock_drift(facts: HostFacts) -> list[Finding]:
+    drift = facts.clock_drift
+    if drift is None:
+        return [Finding("warn", f"cannot read the clock ({facts.remote_clock[:60]!r})")]
+    level = _level(abs(drift), CLOCK_WARN, CLOCK_FAIL)
+    fix = "" if level == "pass" else "enable time sync (chrony or systemd-timesyncd): inv provision"
+    return [Finding(level, f"clock differs from this machine's by {drift:+.1f} s", fix)]
+
+
+def docker_engine(facts: HostFacts) -> list[Finding]:
+    engine = facts.engine
+    if facts.docker_up:
+        return [Finding("pass", f"Docker {engine.split(' ', 1)[-1]} running")]
+    fix = "start it: sudo systemctl start docker (or dockerd)" if engine == "down" else "inv provision"
+    return [Finding("fail", f"Docker engine {engine}", fix)]
+
+
+def disk_space(facts: HostFacts) -> list[Finding]:
+    """Space and inodes on / and on Docker's root, each mount once."""
+    found = []
     seen: set[tuple[str, str]] = set()
-    for kind, values in (("disk", facts.get("disk", [])), ("inodes", facts.get("inodes", []))):
-        for value in values:
+    for kind in ("disk", "inodes"):
+        for value in facts.facts.get(kind, []):
             percent, _, mount = value.partition(" ")
             if (kind, mount) in seen:
                 continue
             seen.add((kind, mount))
             level = _level(_percent(percent), DISK_WARN, DISK_FAIL)
             what = "space" if kind == "disk" else "inodes"
-            checks.append(
-                Check(
-                    "disk",
-                    name,
-                    level,
-                    f"{what} on {mount}: {percent}% used",
-                    "" if level == "pass" else "inv runbook.run disk-full (prunes images and build cache with --fix)",
-                )
-            )
-    for value in facts.get("volume", []):
+            fix = "" if level == "pass" else "inv runbook.run disk-full (prunes images and build cache with --fix)"
+            found.append(Finding(level, f"{what} on {mount}: {percent}% used", fix))
+    return found
+
+
+def volume_space(facts: HostFacts) -> list[Finding]:
+    """The filesystems under the stack's volumes, named only when nearly full."""
+    found = []
+    for value in facts.facts.get("volume", []):
         parts = value.split(" ")
         percent, volume = parts[0], parts[1] if len(parts) > 1 else "?"
         level = _level(_percent(percent), DISK_WARN, DISK_FAIL)
         if level != "pass":
-            checks.append(
-                Check(
-                    "disk",
-                    name,
+            found.append(
+                Finding(
                     level,
                     f"volume {volume}: its filesystem is {percent}% used",
                     "free space on the volume's disk: inv runbook.run disk-full",
                 )
             )
-
-    memory = facts.get("memory", [])
-    if memory:
-        level = _level(_percent(memory[0]), MEMORY_WARN, MEMORY_FAIL)
-        checks.append(
-            Check(
-                "memory",
-                name,
-                level,
-                f"host memory {memory[0]}% in use",
-                "" if level == "pass" else "inv runbook.run memory-pressure",
-            )
-        )
-
-    checks.extend(container_checks(name, project, containers, engine.startswith("running")))
-
-    daemon = (facts.get("daemonjson") or [""])[0]
-    driver = (facts.get("logdriver") or [""])[0]
-    if not engine.startswith("running"):
-        pass
-    elif driver == "json-file" and '"max-size"' not in daemon:
-        checks.append(
-            Check(
-                "logs",
-                name,
-                "warn",
-                "json-file logs without rotation in /etc/docker/daemon.json",
-                "inv provision (sets log-opts max-size and max-file)",
-            )
-        )
-    else:
-        checks.append(
-            Check("logs", name, "pass", f"log driver {driver}" + (" with rotation" if "max-size" in daemon else ""))
-        )
-
-    lock = _lock_info(facts.get("lock", [""])[0]) if docker_up else read_lock(host, project)
-    if lock is None:
-        checks.append(Check("lock", name, "pass", "no deploy lock held"))
-    else:
-        age = lock.age_seconds() if lock.since else 0
-        if age > DEFAULT_TTL:
-            checks.append(
-                Check(
-                    "lock",
-                    name,
-                    "fail",
-                    f"stale deploy lock ({age / 3600:.1f} h old): {lock.describe()}",
-                    "if no deploy runs: inv lock.release --force",
-                )
-            )
-        else:
-            checks.append(Check("lock", name, "pass", f"deploy lock held ({age:.0f} s): {lock.describe()}"))
-    return checks
+    return found
 
 
-def _lock_info(text: str) -> LockInfo | None:
-    """The lock from the facts' lock= line (the holder's info.json), None when not held."""
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = {}
-    return LockInfo(
-        **{key: str(data.get(key, "")) for key in ("holder", "since", "reason", "token", "machine")},
-        pid=int(data.get("pid") or 0),
-    )
+def host_memory(facts: HostFacts) -> list[Finding]:
+    memory = facts.facts.get("memory", [])
+    if not memory:
+        return []
+    level = _level(_percent(memory[0]), MEMORY_WARN, MEMORY_FAIL)
+    fix = "" if level == "pass" else "inv runbook.run memory-pressure"
+    return [Finding(level, f"host memory {memory[0]}% in use", fix)]
 
 
-def container_checks(name: str, project: str, containers: tuple[ContainerStatus, ...], engine: bool) -> list[Check]:
-    """Unhealthy, exited, restart-looping, OOM-killed and near-the-limit containers of the stack."""
+def container_states(facts: HostFacts) -> list[Finding]:
+    """Unhealthy, exited, restart-looping and OOM-killed containers of the stack."""
     bad = []
-    for item in containers:
+    for item in facts.containers:
         if item.state != "running" or item.health == "unhealthy":
             what = item.health if item.state == "running" else item.state
-            bad.append(
-                Check("containers", name, "fail", f"{item.name} is {what}", "inv runbook.run service-unhealthy --fix")
-            )
+            bad.append(Finding("fail", f"{item.name} is {what}", "inv runbook.run service-unhealthy --fix"))
         elif item.restarts >= RESTARTS_WARN:
             bad.append(
-                Check(
-                    "containers",
-                    name,
+                Finding(
                     "warn",
                     f"{item.name} restarted {item.restarts} times (restart loop?)",
                     f"inv ops.logs {item.service}; inv runbook.run service-unhealthy",
                 )
             )
         if item.oom_killed:
-            bad.append(
-                Check("containers", name, "warn", f"{item.name} was OOM-killed", "inv runbook.run memory-pressure")
-            )
-    checks = bad
-    if not bad and engine:
-        detail = (
-            f"{len(containers)} containers of {project} running and healthy"
-            if containers
-            else f"no containers of {project}"
-        )
-        checks = [Check("containers", name, "pass", detail)]
+            bad.append(Finding("warn", f"{item.name} was OOM-killed", "inv runbook.run memory-pressure"))
+    if bad or not facts.docker_up:
+        return bad
+    project, count = facts.project, len(facts.containers)
+    detail = f"{count} containers of {project} running and healthy" if count else f"no containers of {project}"
+    return [Finding("pass", detail)]
+
+
+def container_memory(facts: HostFacts) -> list[Finding]:
+    """Running containers near their memory limit."""
     near = []
-    for item in containers:
+    for item in facts.containers:
         if item.state != "running" or not item.memory_limit_bytes:
             continue
         level = _level(item.memory_percent, CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL)
         if level != "pass":
             used, limit = item.memory_bytes / 2**20, item.memory_limit_bytes / 2**20
             near.append(
-                Check(
-                    "container-memory",
-                    name,
+                Finding(
                     level,
                     f"{item.name} uses {item.memory_percent:.0f}% of its memory limit ({used:.0f} / {limit:.0f} MiB)",
                     "inv runbook.run memory-pressure --fix (restarts it); raise the limit if it recurs",
                 )
             )
-    if near:
-        checks.extend(near)
-    elif any(item.state == "running" for item in containers):
-        checks.append(
-            Check(
-                "container-memory", name, "pass", f"every container under {CONTAINER_MEMORY_WARN}% of its memory limit"
+    if near or not any(item.state == "running" for item in facts.containers):
+        return near
+    return [Finding("pass", f"every container under {CONTAINER_MEMORY_WARN}% of its memory limit")]
+
+
+def log_rotation(facts: HostFacts) -> list[Finding]:
+    if not facts.docker_up:
+        return []
+    daemon, driver = facts.first("daemonjson"), facts.first("logdriver")
+    if driver == "json-file" and '"max-size"' not in daemon:
+        return [
+            Finding(
+                "warn",
+                "json-file logs without rotation in /etc/docker/daemon.json",
+                "inv provision (sets log-opts max-size and max-file)",
             )
-        )
-    return checks
+        ]
+    return [Finding("pass", f"log driver {driver}" + (" with rotation" if "max-size" in daemon else ""))]
 
 
-# --- backups: read through one small function while the backup capability settles ------------
+def deploy_lock(facts: HostFacts) -> list[Finding]:
+    lock = facts.lock
+    if lock is None:
+        return [Finding("pass", "no deploy lock held")]
+    age = lock.age_seconds() if lock.since else 0
+    if age > DEFAULT_TTL:
+        return [
+            Finding(
+                "fail",
+                f"stale deploy lock ({age / 3600:.1f} h old): {lock.describe()}",
+                "if no deploy runs: inv lock.release --force",
+            )
+        ]
+    return [Finding("pass", f"deploy lock held ({age:.0f} s): {lock.describe()}")]
 
 
-def backup_location(env: Environment) -> Path:
-    """Where this machine keeps the environment's snapshots: BACKUP_DIR, else backups/<env>.
-
-    The same rule as ops.backup.target_dir; kept here so that doctor works with or without it.
-    """
-    configured = env.backup.dir
-    if configured:
-        path = Path(configured).expanduser()
-        return path if path.is_absolute() else env.root / path
-    return env.root / "backups" / env.name
-
-
-def backup_max_age_hours(env: Environment) -> float:
-    return float(env.backup.max_age_hours)
+# --- the checks on this machine ------------------------------------------------------------------
 
 
 def newest_complete_backup(location: Path) -> tuple[str, float] | None:
-    """(snapshot, its time as epoch seconds) of the newest complete snapshot, or None.
-
-    Reads the snapshot store of ops/backup: a directory per snapshot with manifest.json that
-    says "complete": true, renamed from <id>.partial only at the end; "created" is its time.
-    """
-    if not location.is_dir():
+    """(snapshot, its time as epoch seconds) of the newest complete snapshot in ops.backup's
+    store at location, or None."""
+    complete = [snapshot for snapshot in list_snapshots(location) if snapshot.complete]
+    if not complete:
         return None
-    newest: tuple[str, float] | None = None
-    for manifest in location.glob("*/manifest.json"):
-        snapshot = manifest.parent
-        if snapshot.name.endswith(".partial") or snapshot.name.startswith("."):
-            continue
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or data.get("complete") is not True:
-            continue
-        stamp = manifest.stat().st_mtime
-        with contextlib.suppress(TypeError, ValueError):
-            stamp = datetime.fromisoformat(str(data.get("created"))).timestamp()
-        if newest is None or stamp > newest[1]:
-            newest = (snapshot.name, stamp)
-    return newest
+    newest = max(complete, key=lambda snapshot: snapshot.created_at.timestamp())
+    return newest.id, newest.created_at.timestamp()
+
+
+def backup_age(env: Environment, now: float | None = None) -> list[Finding]:
+    location = target_dir(env)
+    newest = newest_complete_backup(location)
+    if newest is None:
+        return [
+            Finding("warn", f"no backups found in {location}", "inv backup.all, and schedule it (inv backup.schedule)")
+        ]
+    age_hours = ((now or time.time()) - newest[1]) / 3600
+    limit = float(env.backup.max_age_hours)
+    if age_hours > limit:
+        return [
+            Finding(
+                "fail",
+                f"newest complete backup {newest[0]} is {age_hours:.1f} h old (policy: {limit:g} h)",
+                "inv backup.all; check the schedule (inv backup.schedule)",
+            )
+        ]
+    return [Finding("pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")]
+
+
+# --- the registry: a new check is one function above and one line here ---------------------------
+
+HostCheck = Callable[[HostFacts], list[Finding]]
+LocalCheck = Callable[[Environment], list[Finding]]
+
+# In the order the doctor shows them.
+HOST_CHECKS: tuple[tuple[str, HostCheck], ...] = (
+    ("ssh", ssh_login),
+    ("clock", clock_drift),
+    ("engine", docker_engine),
+    ("disk", disk_space),
+    ("disk", volume_space),
+    ("memory", host_memory),
+    ("containers", container_states),
+    ("container-memory", container_memory),
+    ("logs", log_rotation),
+    ("lock", deploy_lock),
+)
+LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age),)
+CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *LOCAL_CHECKS)))
+
+
+def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.time) -> list[Check]:
+    """Every check of one host from its facts; raises HostError when it cannot be reached."""
+    facts = read_host_facts(host, project, clock=clock)
+    return [finding.as_check(name, host.name) for name, judge in HOST_CHECKS for finding in judge(facts)]
+
+
+def local_checks(env: Environment) -> list[Check]:
+    return [finding.as_check(name, "local") for name, judge in LOCAL_CHECKS for finding in judge(env)]
 
 
 def backup_check(env: Environment, now: float | None = None) -> Check:
-    location = backup_location(env)
-    newest = newest_complete_backup(location)
-    if newest is None:
-        return Check(
-            "backup",
-            "local",
-            "warn",
-            f"no backups found in {location}",
-            "inv backup.all, and schedule it (inv backup.schedule)",
-        )
-    age_hours = ((now or time.time()) - newest[1]) / 3600
-    limit = backup_max_age_hours(env)
-    if age_hours > limit:
-        return Check(
-            "backup",
-            "local",
-            "fail",
-            f"newest complete backup {newest[0]} is {age_hours:.1f} h old (policy: {limit:g} h)",
-            "inv backup.all; check the schedule (inv backup.schedule)",
-        )
-    return Check("backup", "local", "pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")
+    return backup_age(env, now)[0].as_check("backup", "local")
 
 
 def doctor(env: Environment, *, only: list[str] | None = None) -> DoctorReport:
-    """Every check on every host (in parallel), then the backups; an unreachable host fails ssh."""
+    """Every check on every host (in parallel), then this machine's; an unreachable host fails ssh."""
     report = DoctorReport(env.name)
     with Fleet.connect(env, only=only) as fleet:
         result = fleet.map(lambda host: host_checks(host, env.project))
@@ -391,15 +405,15 @@ def doctor(env: Environment, *, only: list[str] | None = None) -> DoctorReport:
             report.checks.append(
                 Check("ssh", outcome.host, "fail", message, "is the host up? inv hosts.trust / check SSH_IDENTITY_FILE")
             )
-    report.checks.append(backup_check(env))
+    report.checks.extend(local_checks(env))
     return report
 
 
 def probe(env: Environment, name: str) -> list[tuple[str, bool, str]]:
     """One check for a runbook step: (where, healthy, detail) per host; warn counts as unhealthy."""
-    if name == "backup":
-        check = backup_check(env)
-        return [(check.host, check.status == "pass", check.detail)]
+    local = dict(LOCAL_CHECKS)
+    if name in local:
+        return [("local", finding.status == "pass", finding.detail) for finding in local[name](env)]
     if name not in CHECK_NAMES:
         return [("local", False, f"unknown doctor check {name!r} (known: {', '.join(CHECK_NAMES)})")]
     found = [

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ops.config import Environment
+from ops.config import Environment, HostSpec
 from ops.console import Reporter
 from ops.deploy.health import wait_healthy
 from ops.errors import HostError, OpsError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
-from ops.transport import Fleet, Host
+from ops.transport import Fleet, Host, Runner
 
 
 class ServiceError(OpsError):
@@ -165,6 +165,7 @@ def service_logs(
     follow: bool = False,
     grep: str | None = None,
     stop: threading.Event | None = None,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
 ) -> int:
     """Feed on_line(host, container, line) with the service's logs from every host; lines fed.
 
@@ -187,7 +188,7 @@ def service_logs(
             count += 1
             on_line(container.host, container.name, line)
 
-    with Fleet.connect(env) as fleet:
+    with Fleet.connect(env, runner_factory=runner_factory) as fleet:
         matched = find_containers(fleet, env.project, service)
 
         def one(host: Host) -> None:
@@ -225,29 +226,5 @@ def service_logs(
 def _follow(
     host: Host, command: str, container: Container, emit: Callable[[Container, str], None], stop: threading.Event
 ) -> None:
-    """Stream one command's output line by line over its own SSH channel until stop is set."""
-    transport = host.runner.ssh_client().get_transport()
-    if transport is None:
-        return
-    channel = transport.open_session()
-    try:
-        channel.settimeout(0.5)
-        channel.exec_command(command)
-        buffer = b""
-        while not stop.is_set():
-            try:
-                chunk = channel.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                emit(container, line.decode(errors="replace"))
-        if buffer:
-            emit(container, buffer.decode(errors="replace"))
-    finally:
-        channel.close()
+    """Stream one container's log lines (the runner's follow) until stop is set."""
+    host.follow(command, lambda line: emit(container, line), stop=stop)

@@ -6,7 +6,6 @@ changes anything on a host.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,9 @@ from datetime import UTC, datetime
 from ops.config import Environment
 from ops.deploy.releases import PIN_REPOSITORY
 from ops.errors import AuthenticationError, OpsError
+from ops.host.labels import PROJECT_LABEL
+from ops.host.layout import ProjectLayout
+from ops.host.lock import LockInfo, info_path
 from ops.transport import Fleet, Host, SSHRunner
 
 FACTS_SCRIPT = r"""
@@ -53,10 +55,9 @@ echo "docker_free=$(df -P -B1 "$root" 2>/dev/null | awk 'NR==2{print $4}')"
 # The stack's containers, then their cgroups read twice 0.3 s apart for memory and CPU: `docker
 # stats --no-stream` takes 2-3 s per host for the same figures. Works with cgroup v1 and v2.
 STACK_SCRIPT = r"""
-P=%(project)s
-echo "release=$(readlink /opt/$P/current 2>/dev/null | sed 's#.*/##')"
-echo "lock=$(cat /opt/$P/lock/info.json 2>/dev/null | tr -d '\n')"
-ids=$(docker ps -aq --filter label=com.docker.compose.project=$P 2>/dev/null)
+echo "release=$(readlink %(current)s 2>/dev/null | sed 's#.*/##')"
+echo "lock=$(cat %(lock_info)s 2>/dev/null | tr -d '\n')"
+ids=$(docker ps -aq --filter label=%(project_label)s=%(project)s 2>/dev/null)
 [ -n "$ids" ] || exit 0
 docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{.State.Pid}}|{{.State.OOMKilled}}' $ids > /tmp/.opskit-status.$$
 cat /tmp/.opskit-status.$$
@@ -82,6 +83,16 @@ sample() {
 }
 sample 1; sleep 0.3; sample 2
 """
+
+
+def stack_script(project: str) -> str:
+    """STACK_SCRIPT for one project: the shell that prints what parse_stack reads."""
+    return STACK_SCRIPT % {
+        "project": shlex.quote(project),
+        "project_label": PROJECT_LABEL,
+        "current": shlex.quote(ProjectLayout(project).current),
+        "lock_info": shlex.quote(info_path(project)),
+    }
 
 
 @dataclass(frozen=True)
@@ -180,8 +191,8 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
             release = value.strip()
         elif key == "lock" and value.strip():
             try:
-                data = json.loads(value)
-                lock = f"held by {data.get('holder', '?')} since {data.get('since', '?')}: {data.get('reason', '')}"
+                info = LockInfo.from_json(value)
+                lock = f"held by {info.holder or '?'} since {info.since or '?'}: {info.reason}"
             except ValueError:
                 lock = "held (no info)"
         elif key == "container":
@@ -241,7 +252,7 @@ def host_status(host: Host, project: str = "") -> HostStatus:
     # One round trip: the host's facts, then (when Docker answers) the stack's containers.
     script = FACTS_SCRIPT
     if project:
-        script += 'case "$v" in [0-9]*) ' + STACK_SCRIPT % {"project": shlex.quote(project)} + " ;; esac\n"
+        script += 'case "$v" in [0-9]*) ' + stack_script(project) + " ;; esac\n"
     output = host.run(script, timeout=60).stdout
     facts = parse_facts(output)
     docker_version = facts.get("docker", "")

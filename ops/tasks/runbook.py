@@ -99,6 +99,7 @@ def run(
     """Run a runbook's diagnosis and name the cause; --fix runs its recovery after you confirm."""
     from ops.console import ConsoleReporter, RecordingReporter, console, print_json
     from ops.errors import OpsError
+    from ops.oncall.doctor import probe
     from ops.oncall.runbook import find, run_runbook
 
     runbook = find(project_root(), name)
@@ -115,7 +116,7 @@ def run(
     if not json:
         console().print(f"runbook [bold]{runbook.name}[/] on {environment.name}: {runbook.title}")
     try:
-        result = run_runbook(environment, runbook, reporter, fix=fix, confirm=confirm)
+        result = run_runbook(environment, runbook, reporter, fix=fix, confirm=confirm, doctor_probe=probe)
     finally:
         if isinstance(reporter, ConsoleReporter):
             reporter.close()

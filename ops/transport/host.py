@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -57,6 +58,10 @@ class Host:
         if self.spec.user != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
         return self.run(command, check=check, timeout=timeout, stdin=stdin)
+
+    def follow(self, command: str, on_line: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
+        """Feed on_line each line of command's output as it arrives, until it ends or stop is set."""
+        self.runner.follow(command, on_line, stop=stop)
 
     def put(self, local: Path | IO[bytes], remote: str) -> None:
         self.runner.put(local, remote)

@@ -6,6 +6,7 @@ fake runner (tests/fakes.py) with the same verbs.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,10 @@ class Runner(Protocol):
         ...
 
     def ssh_client(self) -> paramiko.SSHClient: ...
+
+    def follow(self, command: str, on_line: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
+        """Feed on_line each line of command's stdout as it arrives, until it ends or stop is set."""
+        ...
 
     def close(self) -> None: ...
 
@@ -227,6 +232,38 @@ class SSHRunner:
     def ssh_client(self) -> paramiko.SSHClient:
         client: paramiko.SSHClient = self._open().client
         return client
+
+    def follow(self, command: str, on_line: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
+        """Run command on its own channel of the connection and feed on_line each line of its stdout
+        as it arrives, until the command ends or stop is set (closing the channel then ends it)."""
+        transport = self._open().client.get_transport()
+        if transport is None:
+            return
+        channel = transport.open_session()
+        try:
+            # A short timeout so that stop is seen within half a second when no line comes.
+            channel.settimeout(0.5)
+            # Running a shell command on the host is this method's job; callers quote every value
+            # they put in it with shlex.quote (ops.oncall.services).
+            channel.exec_command(command)  # nosec B601
+            buffer = b""
+            while stop is None or not stop.is_set():
+                try:
+                    chunk = channel.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+            if buffer:
+                on_line(buffer.decode(errors="replace"))
+        finally:
+            channel.close()
 
     def close(self) -> None:
         if self._connection is not None:

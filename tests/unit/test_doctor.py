@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from ops.config import HostSpec, load_environment
-from ops.oncall.doctor import backup_check, host_checks, newest_complete_backup
+from ops.host.lock import LockInfo
+from ops.oncall.doctor import CHECK_NAMES, HOST_CHECKS, backup_check, host_checks, newest_complete_backup, probe
 from ops.oncall.status import parse_size, parse_stack
 from ops.transport import Host
 from tests.fakes import FakeRunner
@@ -133,3 +137,27 @@ def test_the_backup_age_policy_comes_from_the_env_file(tmp_path: Path) -> None:
     snapshot(tmp_path / "backups" / "lab", "s1", 30)
     check = backup_check(env)
     assert check.status == "pass", check.detail
+
+
+def test_the_lock_record_is_parsed_in_one_place() -> None:
+    info = LockInfo("ann@laptop", "2026-11-23T10:00:00+00:00", "deploy v3", "t0k", "laptop", 42)
+    assert LockInfo.from_json(json.dumps(asdict(info))) == info
+    assert LockInfo.from_json('{"holder": "ci"}') == LockInfo("ci", "", "", "", "", 0)
+    for broken in ("not json", "[1, 2]"):
+        with pytest.raises(ValueError):
+            LockInfo.from_json(broken)
+    _, lock, _ = parse_stack("lock=not json\n")
+    assert lock == "held (no info)"
+
+
+def test_every_registered_host_check_reports_in_the_registry_order() -> None:
+    healthy = FACTS.replace("disk=96", "disk=50").replace("volume=100", "volume=10")
+    healthy = "\n".join(line for line in healthy.splitlines() if not line.startswith("container=a1"))
+    host = Host(
+        HostSpec("127.0.0.21"), FakeRunner({"date +%s.%N": (0, f"{time.time():.3f}"), "docker info": (0, healthy)})
+    )
+    names = [check.name for check in host_checks(host, "demo")]
+    registered = [name for name, _ in HOST_CHECKS]
+    assert list(dict.fromkeys(names)) == list(dict.fromkeys(registered))
+    assert (*dict.fromkeys(registered), "backup") == CHECK_NAMES
+    assert probe(None, "nope") == [("local", False, f"unknown doctor check 'nope' (known: {', '.join(CHECK_NAMES)})")]  # type: ignore[arg-type]

@@ -15,13 +15,13 @@ from ops.config import HostSpec
 from ops.oncall.runbook import (
     Expect,
     RunbookError,
-    _diagnose_host,
     find,
     load_all,
     load_runbook,
     parse_runbook,
     runbook_files,
 )
+from ops.oncall.runbook.run import _diagnose_host
 from ops.transport import CommandResult, Host
 from tests.cli import opskit
 from tests.fakes import FakeRunner
@@ -281,3 +281,24 @@ def test_without_fix_nothing_changes_and_the_conclusion_names_the_cause(tmp_path
     assert not result.healthy and result.conclusion == "the cache does not answer (exit 1)"
     assert [(e.host, e.status) for e in reporter.events] == [("127.0.0.21", "failed"), ("127.0.0.22", "failed")]
     assert not any("docker start" in c for r in runners.values() for c in r.commands)
+
+
+def test_a_doctor_step_asks_the_probe_the_caller_passes(tmp_path: Path) -> None:
+    from ops.console import RecordingReporter
+    from ops.oncall.runbook import run_runbook
+
+    env = fix_env(tmp_path)
+    text = GOOD.replace('exec = "redis-cli ping"\nservice = "cache"', 'doctor = "lock"').replace(
+        'when = ["ping"]\n', ""
+    )
+    runbook = load_runbook(write(tmp_path, "cache-down", text))
+    asked: list[str] = []
+
+    def probe(_env: Any, check: str) -> list[tuple[str, bool, str]]:
+        asked.append(check)
+        return [("127.0.0.21", False, "stale deploy lock")]
+
+    result = run_runbook(env, runbook, RecordingReporter(), doctor_probe=probe)
+    assert asked == ["lock"] and result.conclusion == "the cache does not answer (stale deploy lock)"
+    with pytest.raises(RunbookError, match="asks the doctor, and no doctor probe was given"):
+        run_runbook(env, runbook, RecordingReporter())

@@ -1,0 +1,227 @@
+"""Running a runbook: its diagnosis on every host (read only), then, when asked and confirmed,
+its recovery where the diagnosis failed, and the diagnosis again.
+
+Doctor steps go through the probe the caller passes (ops.oncall.doctor.probe): this module never
+imports the doctor. It never prints and never reads os.environ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from ops.config import Environment, HostSpec
+from ops.console import RecordingReporter, Reporter
+from ops.oncall.preamble import NO_CONTAINER, exec_command, host_command
+from ops.oncall.runbook.model import DiagnosisStep, Runbook, RunbookError
+from ops.transport import CommandResult, Fleet, Host, Runner
+from ops.transport.shell import last_line
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step on one host: healthy or not, the value that decided, the cause it names."""
+
+    step: str
+    host: str
+    ok: bool
+    value: str
+    cause: str = ""
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str
+    host: str
+    ok: bool
+    output: str = ""
+
+
+@dataclass
+class RunbookResult:
+    runbook: str
+    steps: list[StepResult] = field(default_factory=list)
+    actions: list[ActionResult] = field(default_factory=list)
+    after_fix: list[StepResult] = field(default_factory=list)
+    fixed: bool | None = None  # None: no fix attempted
+
+    @property
+    def causes(self) -> list[str]:
+        seen: list[str] = []
+        for result in self.steps:
+            if not result.ok and result.cause not in seen:
+                seen.append(result.cause)
+        return seen
+
+    @property
+    def healthy(self) -> bool:
+        return all(result.ok for result in self.steps)
+
+    @property
+    def conclusion(self) -> str:
+        if self.healthy:
+            return "no cause found: every check answers healthy"
+        return "; ".join(self.causes)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "runbook": self.runbook,
+            "healthy": self.healthy,
+            "conclusion": self.conclusion,
+            "causes": self.causes,
+            "steps": [asdict(result) for result in self.steps],
+            "actions": [asdict(result) for result in self.actions],
+            "after_fix": [asdict(result) for result in self.after_fix],
+            "fixed": self.fixed,
+        }
+
+
+DoctorProbe = Callable[[Environment, str], list[tuple[str, bool, str]]]
+
+
+def _diagnose_host(host: Host, project: str, steps: Iterable[DiagnosisStep]) -> list[StepResult]:
+    results = []
+    for step in steps:
+        if step.kind == "exec":
+            command = exec_command(project, step.service, step.command)
+        else:
+            command = host_command(project, step.command)
+        result = host.run(command, check=False, timeout=60)
+        if step.kind == "exec" and result.exit_code == NO_CONTAINER:
+            ok, value = False, f"no running container of service {step.service}"
+            cause = f"service {step.service} has no running container"
+        else:
+            ok, value = step.expect.judge(result)
+            cause = "" if ok else _cause(step.cause, value, result, host.name)
+        output = (result.stdout + result.stderr).strip()
+        results.append(StepResult(step.title, host.name, ok, value, cause, output[-2000:]))
+    return results
+
+
+def _cause(template: str, value: str, result: CommandResult, host: str) -> str:
+    output = result.stdout if result.stdout.strip() else result.stderr
+    return (
+        template.replace("{value}", value)
+        .replace("{output}", last_line(output) if output.strip() else "")
+        .replace("{host}", host)
+    )
+
+
+def diagnose(
+    env: Environment,
+    runbook: Runbook,
+    reporter: Reporter,
+    *,
+    doctor_probe: DoctorProbe | None = None,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
+) -> list[StepResult]:
+    """Run the diagnosis steps on every host (in parallel), doctor steps once through doctor_probe
+    (the caller passes ops.oncall.doctor.probe: this module never imports the doctor); nothing changes."""
+    asks_doctor = [step.title for step in runbook.steps if step.kind == "doctor"]
+    if asks_doctor and doctor_probe is None:
+        raise RunbookError(
+            f"step {asks_doctor[0]!r} asks the doctor, and no doctor probe was given",
+            where=str(runbook.path),
+            hint="pass doctor_probe=ops.oncall.doctor.probe",
+        )
+    host_steps = [step for step in runbook.steps if step.kind != "doctor"]
+    by_host: dict[str, list[StepResult]] = {}
+    if host_steps:
+        with Fleet.connect(env, runner_factory=runner_factory) as fleet:
+            outcome = fleet.map(lambda host: _diagnose_host(host, env.project, host_steps))
+        for item in outcome.outcomes:
+            if item.value is not None:
+                by_host[item.host] = item.value
+            else:
+                message = item.error.message if item.error else "failed"
+                by_host[item.host] = [
+                    StepResult(step.title, item.host, False, message, f"host {item.host} unreachable: {message}")
+                    for step in host_steps
+                ]
+    doctor_results: dict[str, list[StepResult]] = {}
+    for step in runbook.steps:
+        if step.kind == "doctor" and doctor_probe is not None:
+            doctor_results[step.title] = [
+                StepResult(step.title, where, ok, detail, "" if ok else step.cause.replace("{value}", detail))
+                for where, ok, detail in doctor_probe(env, step.command)
+            ]
+    results: list[StepResult] = []
+    for step in runbook.steps:
+        if step.kind == "doctor":
+            found = doctor_results[step.title]
+        else:
+            found = [r for host_results in by_host.values() for r in host_results if r.step == step.title]
+        for result in found:
+            reporter.step(result.host, step.title, "ok" if result.ok else "failed", result.value)
+            results.append(result)
+    return results
+
+
+def run_runbook(
+    env: Environment,
+    runbook: Runbook,
+    reporter: Reporter,
+    *,
+    fix: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    doctor_probe: DoctorProbe | None = None,
+    settle_seconds: float = 60,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
+) -> RunbookResult:
+    """Diagnose; with fix, run the recovery actions that apply (after confirm) and diagnose again."""
+    result = RunbookResult(
+        runbook.name, diagnose(env, runbook, reporter, doctor_probe=doctor_probe, runner_factory=runner_factory)
+    )
+    if not fix or result.healthy:
+        return result
+    failed_ids = {
+        step.id for step in runbook.steps if step.id and any(not r.ok for r in result.steps if r.step == step.title)
+    }
+    actions = [action for action in runbook.actions if not action.when or set(action.when) & failed_ids]
+    if not actions:
+        reporter.info(f"runbook {runbook.name} defines no automatic fix for this; follow its recovery notes")
+        return result
+    plan = "; ".join(action.title for action in actions)
+    if confirm is not None and not confirm(f"run the recovery of {runbook.name} on {env.name}: {plan}?"):
+        reporter.info("recovery not run (not confirmed)")
+        return result
+    # Act only where the diagnosis found something wrong (all hosts when only a local check failed).
+    names = {spec.name for spec in env.hosts}
+    failing = sorted({r.host for r in result.steps if not r.ok} & names) or None
+    with Fleet.connect(env, only=failing, runner_factory=runner_factory) as fleet:
+
+        def act(host: Host) -> list[ActionResult]:
+            done = []
+            for action in actions:
+                if action.kind == "exec":
+                    command = exec_command(env.project, action.service, action.command)
+                else:
+                    command = host_command(env.project, action.command)
+                outcome = host.run(command, check=False, timeout=300)
+                output = (outcome.stdout + outcome.stderr).strip()[-2000:]
+                detail = last_line(output) if output else ""
+                reporter.step(host.name, action.title, "changed" if outcome.ok else "failed", detail)
+                done.append(ActionResult(action.title, host.name, outcome.ok, output))
+            return done
+
+        outcome = fleet.map(act)
+    for item in outcome.outcomes:
+        if item.value is not None:
+            result.actions.extend(item.value)
+        else:
+            result.actions.append(ActionResult("connect", item.host, False, item.error.message if item.error else ""))
+    # Services need a moment after a restart (start_period, first healthcheck): diagnose again
+    # until healthy or settle_seconds passed, and report only the last round.
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        after = diagnose(env, runbook, RecordingReporter(), doctor_probe=doctor_probe, runner_factory=runner_factory)
+        if all(step.ok for step in after) or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
+    for step in after:
+        reporter.step(step.host, f"after fix: {step.step}", "ok" if step.ok else "failed", step.value)
+    result.after_fix = after
+    result.fixed = all(step.ok for step in after)
+    return result

@@ -78,6 +78,10 @@ class DeployError(OpsError):
     """A deploy or rollback failed on a host; the host was put back where it was."""
 
 
+class RegistryError(OpsError):
+    """A registry could not be built, started, reached, logged in to, pushed to or pulled from."""
+
+
 class BackupError(OpsError):
     """A backup, verify, restore or prune could not be done; what was there before is untouched."""
 

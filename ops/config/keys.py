@@ -102,7 +102,11 @@ KEYS: dict[str, Key] = {
     "PROJECT": Key(_name, "", "compose project name, also /opt/<project> on hosts"),
     "SECRETS": Key(_words, "", "names of secrets that must be set (secrets file or environment)"),
     "STACK_VARS": Key(_pairs, "", "variables for the stack's .env, NAME=value, comma separated"),
-    "IMAGE_SOURCE": Key(_choice("send", "build", "pull"), "send", "how images reach hosts: send, build, pull"),
+    "IMAGE_SOURCE": Key(
+        _choice("registry", "send", "build", "pull"),
+        "registry",
+        "how images reach hosts: registry (pushed here, pulled by digest over SSH), send, build, pull",
+    ),
     "HEALTH_TIMEOUT": Key(_int(5, 3600), "120", "seconds a release may take to become healthy"),
     "SWAP_DRAIN": Key(_int(0, 600), "2", "seconds old containers drain after leaving rotation in a swap"),
     "KEEP_RELEASES": Key(_int(1, 100), "5", "releases kept per host (with their images)"),

@@ -55,7 +55,7 @@ class ComposeOrchestrator:
     ):
         self.env = env
         self.reporter = reporter
-        self.delivery = delivery or delivery_for(env.deploy.image_source)
+        self.delivery = delivery or delivery_for(env)
         self.clock = clock  # durations and the health gate's deadline
         self.sleep = sleep
         self.now = now  # release ids and their creation time
@@ -92,7 +92,7 @@ class ComposeOrchestrator:
         try:
             delivered = self._bring_images(host, prepared, store, release)
             report.images_sent = delivered.sent
-            release = _pin(host, release, prepared.refs, delivered.ids, env.project)
+            release = _pin(host, release, prepared.refs, delivered, env.project)
             store.write_metadata(release)
             self._run_release(host, store, release, timeout)
         except (HealthGateError, HostError, DeployError) as error:
@@ -261,11 +261,12 @@ def _write_release(host: Host, store: ReleaseStore, release: Release, prepared: 
     host.run(f"mkdir -p {path} && tar -xzf - -C {path} --no-same-owner", stdin=prepared.archive)
 
 
-def _pin(host: Host, release: Release, refs: dict[str, str], ids: dict[str, str], project: str) -> Release:
+def _pin(host: Host, release: Release, refs: dict[str, str], delivered: Delivered, project: str) -> Release:
+    ids = delivered.ids
     pins = {service: pin_tag(project, service, ids[service].split(":")[-1][:12]) for service in refs}
     script = " && ".join(f"docker tag {shlex.quote(ids[s])} {shlex.quote(pins[s])}" for s in sorted(refs))
     host.run(script)
-    return Release(**{**release.__dict__, "images": ids, "pins": pins})
+    return Release(**{**release.__dict__, "images": ids, "pins": pins, "digests": dict(delivered.digests)})
 
 
 def _running_services(host: Host, project: str) -> set[str]:

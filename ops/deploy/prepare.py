@@ -59,7 +59,7 @@ def prepare(
     delivery: ImageDelivery | None = None,
 ) -> Prepared:
     """Validate the stack with the real compose, and build images locally when the delivery sends them."""
-    delivery = delivery or delivery_for(env.deploy.image_source)
+    delivery = delivery or delivery_for(env)
     directory = stack_dir(env)
     compose_bin = ensure_compose(env.root, reporter)
     env_text = render_env(env, version, directory)

@@ -35,6 +35,7 @@ class Release:
     compose_files: tuple[str, ...]
     images: dict[str, str] = field(default_factory=dict)  # service -> image ID
     pins: dict[str, str] = field(default_factory=dict)  # service -> pin tag (per image ID)
+    digests: dict[str, str] = field(default_factory=dict)  # service -> registry@sha256:... it was pulled by
     swappable: tuple[str, ...] = ()  # services deployed by blue-green swap once running
     content: str = ""  # sha256 of the stack's files and rendered .env (ops.stack.content_digest)
     status: str = "new"  # new | active | failed

@@ -255,7 +255,7 @@ def swap(
         raise DeployError("give exactly one of --version and --image")
     started = time.monotonic()
     result = DeployResult("swap", env.name, version or image or "")
-    delivery = delivery or delivery_for(env.deploy.image_source)
+    delivery = delivery or delivery_for(env)
     prepared = prepare(env, reporter, version, delivery=delivery) if version else None
     if prepared is not None:
         spec = prepared.stack.service(service)

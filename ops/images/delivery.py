@@ -32,6 +32,7 @@ class Delivered:
 
     ids: dict[str, str]  # service -> image ID on the host
     sent: int = 0
+    digests: dict[str, str] = field(default_factory=dict)  # service -> registry@sha256:... it came from
 
 
 class ImageDelivery(Protocol):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ops.console import CHANGED, OK, Reporter
-from ops.errors import OpsError
+from ops.errors import RegistryError
 from ops.transport.docker import find_image, local_client
 
 if TYPE_CHECKING:
@@ -72,10 +72,6 @@ RECIPE_VERSION = hashlib.sha256((REGISTRY_DOCKERFILE + REGISTRY_CONFIG).encode()
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 PULL_REF = re.compile(r"^(?P<address>127\.0\.0\.1:\d{1,5})/(?P<repository>[^@:]+)@(?P<digest>sha256:[0-9a-f]{64})$")
-
-
-class RegistryError(OpsError):
-    """The local registry could not be built, started, reached or pushed to."""
 
 
 @dataclass(frozen=True)

@@ -6,24 +6,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ops.config import Environment
 from ops.errors import ConfigError
 from ops.images.build import BuildOnHost
 from ops.images.delivery import ImageDelivery
 from ops.images.pull import PullImages
+from ops.images.registry import RegistryImages
 from ops.images.send import SendImages
 
-DELIVERIES: dict[str, Callable[[], ImageDelivery]] = {
-    "send": SendImages,
-    "build": BuildOnHost,
-    "pull": PullImages,
+DELIVERIES: dict[str, Callable[[Environment], ImageDelivery]] = {
+    "registry": lambda env: RegistryImages(env.root, env.project),
+    "send": lambda env: SendImages(),
+    "build": lambda env: BuildOnHost(),
+    "pull": lambda env: PullImages(),
 }
 SOURCES = tuple(DELIVERIES)
 
 
-def delivery_for(source: str) -> ImageDelivery:
-    """The delivery IMAGE_SOURCE names."""
+def delivery_for(env: Environment, source: str | None = None) -> ImageDelivery:
+    """The delivery IMAGE_SOURCE (or source) names, for this environment."""
+    source = source or env.deploy.image_source
     try:
-        return DELIVERIES[source]()
+        return DELIVERIES[source](env)
     except KeyError:
         raise ConfigError(
             f"unknown image source {source!r}", hint=f"IMAGE_SOURCE is one of: {', '.join(SOURCES)}"

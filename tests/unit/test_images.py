@@ -3,12 +3,16 @@ pulling on the host (and what a host still lacks afterwards), sending only what 
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from ops.config import HostSpec
 from ops.console import CHANGED, OK, RecordingReporter
 from ops.errors import ConfigError, DeployError
 from ops.images import BuildOnHost, PullImages, ReleaseImages, SendImages, delivery_for
+from ops.images.registry import RegistryImages
 from ops.images.sources import SOURCES
 from ops.transport import Host
 from tests.fakes import FakeRunner
@@ -20,12 +24,15 @@ def compose(args: str) -> str:
     return f"cd /opt/demo/releases/r1 && docker compose -p demo {args}"
 
 
-def test_every_image_source_names_one_delivery() -> None:
-    assert SOURCES == ("send", "build", "pull")
-    assert [type(delivery_for(name)) for name in SOURCES] == [SendImages, BuildOnHost, PullImages]
-    assert [delivery_for(name).name for name in SOURCES] == list(SOURCES)
-    with pytest.raises(ConfigError, match="unknown image source 'registry'"):
-        delivery_for("registry")
+def test_every_image_source_names_one_delivery(tmp_path: Path) -> None:
+    env = SimpleNamespace(root=tmp_path, project="demo", deploy=SimpleNamespace(image_source="registry"))
+    assert SOURCES == ("registry", "send", "build", "pull")
+    kinds = [RegistryImages, SendImages, BuildOnHost, PullImages]
+    assert [type(delivery_for(env, name)) for name in SOURCES] == kinds  # type: ignore[arg-type]
+    assert [delivery_for(env, name).name for name in SOURCES] == list(SOURCES)  # type: ignore[arg-type]
+    assert isinstance(delivery_for(env), RegistryImages)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown image source 'ftp'"):
+        delivery_for(env, "ftp")  # type: ignore[arg-type]
 
 
 def test_building_on_the_host_runs_compose_build_in_the_release_and_reads_the_ids() -> None:

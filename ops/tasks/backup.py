@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit
 
-from ops.tasks.base import command, load_env
+from ops.tasks.base import command, failed, load_env
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -33,7 +31,6 @@ def all_(
     from ops.console import ConsoleReporter, console, print_error, print_json
 
     environment = load_env(c, env)
-    reporter = ConsoleReporter(quiet=json)
     options = BackupOptions(
         hosts=[host] if host else None,
         volumes=list(volume or []) or None,
@@ -41,10 +38,8 @@ def all_(
         target=target or None,
         lock_wait=lock_wait,
     )
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = backup_all(environment, reporter, options)
-    finally:
-        reporter.close()
     if json:
         print_json(
             {
@@ -67,7 +62,7 @@ def all_(
             print_error(error)
         if not json:
             print_error("backup failed: no snapshot was marked complete (earlier snapshots are untouched)")
-        raise Exit(code=1)
+        raise failed()
 
 
 def list_(c: Context, env: str | None = None, json: bool = False) -> None:
@@ -106,11 +101,8 @@ def verify(
     from ops.console import ConsoleReporter, console, print_error, print_json
 
     environment = load_env(c, env)
-    reporter = ConsoleReporter(quiet=json)
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = run_verify(environment, reporter, snapshot or None, extract=not no_extract)
-    finally:
-        reporter.close()
     if json:
         print_json({"snapshot": result.snapshot.id, "ok": result.ok, "checked": result.checked, "bad": result.bad})
     else:
@@ -121,18 +113,15 @@ def verify(
     if not result.ok:
         for bad in result.bad:
             print_error(f"{result.snapshot.id}/{bad}")
-        raise Exit(code=1)
+        raise failed()
 
 
 def _confirm(what: str, yes: bool) -> None:
+    """A restore replaces data: it runs only after the person types 'restore' (or passes --yes)."""
+    from ops.console import confirm
     from ops.errors import BackupError
 
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise BackupError(f"refusing to {what} without confirmation", hint="no terminal to ask: pass --yes")
-    answer = input(f"{what}: the volumes' current contents are replaced. type 'restore' to go on: ")
-    if answer.strip() != "restore":
+    if not confirm(f"{what}: the volumes' current contents are replaced.", yes=yes, refusing=what, word="restore"):
         raise BackupError("restore cancelled", hint="nothing was changed")
 
 
@@ -156,11 +145,8 @@ def restore(
     records = restore_selection(chosen, volume, host)
     listing = ", ".join(f"{record.volume} on {record.host}" for record in records)
     _confirm(f"restore {listing} from {chosen.id}", yes)
-    reporter = ConsoleReporter(quiet=json)
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
-    finally:
-        reporter.close()
     if json:
         print_json({"snapshot": chosen.id, "ok": result.ok, "restored": result.restored, "errors": result.errors})
     else:
@@ -171,7 +157,7 @@ def restore(
     if not result.ok:
         for error in result.errors:
             print_error(error)
-        raise Exit(code=1)
+        raise failed()
 
 
 def prune(
@@ -197,8 +183,8 @@ def prune(
         keep_weekly if keep_weekly >= 0 else base.weekly,
         keep_monthly if keep_monthly >= 0 else base.monthly,
     )
-    reporter = ConsoleReporter(quiet=json)
-    result = run_prune(environment, reporter, policy, dry_run=dry_run)
+    with ConsoleReporter(quiet=json) as reporter:
+        result = run_prune(environment, reporter, policy, dry_run=dry_run)
     if json:
         print_json({"kept": result.kept, "removed": result.removed, "incomplete_removed": result.incomplete_removed})
         return
@@ -228,11 +214,8 @@ def offsite(c: Context, env: str | None = None, snapshot: str = "", json: bool =
     from ops.console import ConsoleReporter, console, print_json
 
     environment = load_env(c, env)
-    reporter = ConsoleReporter(quiet=json)
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = copy_offsite(environment, reporter, snapshot or None)
-    finally:
-        reporter.close()
     if json:
         print_json({"snapshot": result.snapshot.id, "target": result.target, "copied": result.copied})
     else:

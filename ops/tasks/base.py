@@ -21,6 +21,10 @@ from invoke.tasks import Task
 
 from ops.errors import OpsError
 
+# Every task ends with one of these (the only place exit codes are chosen): 0 when all went well.
+EXIT_FAILED = 1  # an OpsError (one red line), or a summary that says what failed
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
 if TYPE_CHECKING:
     from invoke.context import Context
 
@@ -80,12 +84,12 @@ def command(
             from ops.console import print_error
 
             print_error(error.one_line())
-            raise Exit(code=1) from None
+            raise Exit(code=EXIT_FAILED) from None
         except KeyboardInterrupt:
             from ops.console import print_error
 
             print_error("interrupted")
-            raise Exit(code=130) from None
+            raise Exit(code=EXIT_INTERRUPTED) from None
         except Exit:
             raise
         except Exception as error:
@@ -94,7 +98,7 @@ def command(
             from ops.console import print_error
 
             print_error(f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)")
-            raise Exit(code=1) from None
+            raise Exit(code=EXIT_FAILED) from None
 
     run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     helps = {"debug": "show the traceback of an error", **(help or {})}
@@ -152,7 +156,7 @@ def environment_names() -> list[str]:
         return []
 
 
-def fail(message: str) -> None:
-    """End a task with exit code 1 after its summary said what failed."""
+def failed() -> Exit:
+    """The exit of a command whose summary already said what failed: `raise failed()`."""
     sys.stdout.flush()
-    raise Exit(code=1)
+    return Exit(code=EXIT_FAILED)

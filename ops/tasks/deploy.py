@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit
 
-from ops.tasks.base import command, env_collection, environment_names, load_env
+from ops.tasks.base import command, env_collection, environment_names, failed, load_env
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -18,14 +16,14 @@ if TYPE_CHECKING:
 
 
 def _confirm(environment: Environment, action: str, yes: bool) -> None:
+    """prod is changed only after the person types its name (or passes --yes)."""
+    from ops.console import confirm
     from ops.errors import OpsError
 
-    if environment.name != "prod" or yes:
+    if environment.name != "prod":
         return
-    if not sys.stdin.isatty():
-        raise OpsError(f"refusing to {action} prod without confirmation", hint="no terminal to ask: pass --yes")
-    answer = input(f"{action} environment prod ({len(environment.hosts)} hosts)? type 'prod' to go on: ")
-    if answer.strip() != "prod":
+    question = f"{action} environment prod ({len(environment.hosts)} hosts)?"
+    if not confirm(question, yes=yes, refusing=f"{action} prod", word="prod"):
         raise OpsError(f"{action} of prod cancelled", hint="nothing was changed")
 
 
@@ -62,7 +60,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
             f"({result.seconds:.1f} s)"
         )
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def deploy(
@@ -85,7 +83,6 @@ def deploy(
     environment = load_env(c, env)
     if not dry_run:
         _confirm(environment, "deploy to", yes)
-    reporter = ConsoleReporter(quiet=json)
     options = DeployOptions(
         version=version,
         hosts=[host] if host else None,
@@ -94,10 +91,8 @@ def deploy(
         lock_wait=lock_wait,
         reason=reason,
     )
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = run_deploy(environment, reporter, options)
-    finally:
-        reporter.close()
     _render(result, json)
 
 
@@ -116,8 +111,8 @@ def rollback(
 
     environment = load_env(c, env)
     _confirm(environment, "roll back", yes)
-    reporter = ConsoleReporter(quiet=json)
-    result = run_rollback(environment, reporter, to=to, hosts=[host] if host else None, lock_wait=lock_wait)
+    with ConsoleReporter(quiet=json) as reporter:
+        result = run_rollback(environment, reporter, to=to, hosts=[host] if host else None, lock_wait=lock_wait)
     _render(result, json)
 
 
@@ -171,7 +166,7 @@ def releases(c: Context, env: str | None = None, json: bool = False) -> None:
         console().print(table)
         console().print("* current release")
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def audit(c: Context, env: str | None = None, tail: int = 20, json: bool = False) -> None:
@@ -206,7 +201,7 @@ def audit(c: Context, env: str | None = None, tail: int = 20, json: bool = False
 
         print_error(outcome.error.one_line() if outcome.error else outcome.host)
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
@@ -240,7 +235,7 @@ def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
                 text = "[green]free[/]"
             console().print(f"{name}: {text}")
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: float = 0.0) -> None:
@@ -336,8 +331,7 @@ def swap(
 
     environment = load_env(c, env)
     _confirm(environment, f"swap {service} in", yes)
-    reporter = ConsoleReporter(quiet=json)
-    try:
+    with ConsoleReporter(quiet=json) as reporter:
         result = run_swap(
             environment,
             reporter,
@@ -350,6 +344,4 @@ def swap(
             batch=batch,
             lock_wait=lock_wait,
         )
-    finally:
-        reporter.close()
     _render(result, json)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 
-from ops.tasks.base import command, load_env
+from ops.tasks.base import command, failed, load_env
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -17,7 +17,7 @@ def trust(c: Context, env: str | None = None, host: str | None = None, yes: bool
     """Show each host's SSH key fingerprints and pin them in the environment's known_hosts."""
     from rich.markup import escape
 
-    from ops.console import console
+    from ops.console import confirm, console
     from ops.errors import OpsError
     from ops.transport import Fleet
     from ops.transport.hostkeys import compare, fetch_server_keys, pin, pinned_keys
@@ -46,8 +46,8 @@ def trust(c: Context, env: str | None = None, host: str | None = None, yes: bool
                 out.print("    [yellow]not pinned[/]: no terminal to confirm; compare the fingerprints, then use --yes")
                 skipped += 1
                 continue
-            answer = input(f"    pin these keys for {spec.name} in {environment.known_hosts.name}? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
+            question = f"    pin these keys for {spec.name} in {environment.known_hosts.name}?"
+            if not confirm(question, yes=False, refusing=None):
                 skipped += 1
                 continue
         pin(environment.known_hosts, spec, keys)
@@ -55,9 +55,7 @@ def trust(c: Context, env: str | None = None, host: str | None = None, yes: bool
         out.print(f"    [green]pinned[/] in {environment.known_hosts}")
     out.print(f"{len(specs)} hosts: {pinned} pinned now, {skipped} not pinned")
     if skipped:
-        from invoke.exceptions import Exit
-
-        raise Exit(code=1)
+        raise failed()
 
 
 def collection() -> Collection:

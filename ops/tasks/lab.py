@@ -27,8 +27,8 @@ def up(c: Context, hosts: int = 2, name: str = "lab", json: bool = False) -> Non
     from ops.lab import lab_up
 
     started = time.monotonic()
-    reporter = ConsoleReporter(quiet=json)
-    lab_hosts = lab_up(_spec(name, hosts), reporter)
+    with ConsoleReporter(quiet=json) as reporter:
+        lab_hosts = lab_up(_spec(name, hosts), reporter)
     if json:
         print_json([host.__dict__ for host in lab_hosts])
         return
@@ -68,8 +68,8 @@ def down(c: Context, name: str = "lab", purge: bool = False) -> None:
     from ops.console import ConsoleReporter, console
     from ops.lab import lab_down
 
-    reporter = ConsoleReporter()
-    lab_down(_spec(name), reporter, purge=purge)
+    with ConsoleReporter() as reporter:
+        lab_down(_spec(name), reporter, purge=purge)
     console().print(f"lab {name}: {'purged' if purge else 'stopped'} ({reporter.count('changed')} changed)")
 
 

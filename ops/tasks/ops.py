@@ -7,9 +7,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit
 
-from ops.tasks.base import command, load_env
+from ops.tasks.base import command, failed, load_env
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -66,7 +65,7 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
             f"{len(unreachable)} unreachable ({time.monotonic() - started:.1f} s)"
         )
     if unreachable:
-        raise Exit(code=1)
+        raise failed()
 
 
 def _uptime(seconds: int) -> str:
@@ -141,7 +140,7 @@ def doctor(c: Context, env: str | None = None, host: str | None = None, json: bo
             f"{report.count('fail')} fail ({time.monotonic() - started:.1f} s)"
         )
     if not report.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def logs(
@@ -181,16 +180,13 @@ def restart(c: Context, service: str, env: str | None = None) -> None:
     from ops.oncall.services import restart_service
 
     environment = load_env(c, env)
-    reporter = ConsoleReporter()
-    try:
+    with ConsoleReporter() as reporter:
         result = restart_service(environment, service, reporter)
-    finally:
-        reporter.close()
     console().print(
         f"{service}: {len(result.restarted)} container(s) restarted and healthy, {len(result.failed)} failed"
     )
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def exec_(c: Context, service: str, env: str | None = None) -> None:
@@ -213,10 +209,10 @@ def exec_(c: Context, service: str, env: str | None = None) -> None:
             )
 
     results = exec_in_service(environment, service, words, on_result=show)
-    failed = [r for r in results if r.exit_code != 0]
-    out.print(f"[dim]{len(results)} container(s), {len(failed)} exited non-zero[/]")
-    if failed:
-        raise Exit(code=1)
+    nonzero = [r for r in results if r.exit_code != 0]
+    out.print(f"[dim]{len(results)} container(s), {len(nonzero)} exited non-zero[/]")
+    if nonzero:
+        raise failed()
 
 
 def collection() -> Collection:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit
 
-from ops.tasks.base import env_collection, environment_names, load_env
+from ops.tasks.base import env_collection, environment_names, failed, load_env
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -24,8 +23,8 @@ def provision(
     from ops.provision import provision as run_provision
 
     environment = load_env(c, env)
-    reporter = ConsoleReporter(quiet=json)
-    result = run_provision(environment, reporter, only_hosts=[host] if host else None, dry_run=dry_run)
+    with ConsoleReporter(quiet=json) as reporter:
+        result = run_provision(environment, reporter, only_hosts=[host] if host else None, dry_run=dry_run)
     if json:
         print_json({"environment": environment.name, "dry_run": dry_run, "hosts": [r.to_dict() for r in result.hosts]})
     else:
@@ -59,7 +58,7 @@ def provision(
             f"{total} steps {verb} ({result.seconds:.1f} s)"
         )
     if not result.ok:
-        raise Exit(code=1)
+        raise failed()
 
 
 def collections() -> list[Collection]:

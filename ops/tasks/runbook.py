@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit
 
-from ops.tasks.base import command, load_env, project_root
+from ops.tasks.base import command, failed, load_env, project_root
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -97,29 +95,20 @@ def run(
     c: Context, name: str, env: str | None = None, fix: bool = False, yes: bool = False, json: bool = False
 ) -> None:
     """Run a runbook's diagnosis and name the cause; --fix runs its recovery after you confirm."""
-    from ops.console import ConsoleReporter, RecordingReporter, console, print_json
-    from ops.errors import OpsError
+    from ops.console import ConsoleReporter, RecordingReporter, confirm, console, print_json
     from ops.oncall.doctor import probe
     from ops.oncall.runbook import find, run_runbook
 
     runbook = find(project_root(), name)
     environment = load_env(c, env)
 
-    def confirm(question: str) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise OpsError("refusing to run a recovery without confirmation", hint="no terminal to ask: pass --yes")
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    def ask(question: str) -> bool:
+        return confirm(question, yes=yes, refusing="run a recovery")
 
-    reporter = RecordingReporter() if json else ConsoleReporter()
     if not json:
         console().print(f"runbook [bold]{runbook.name}[/] on {environment.name}: {runbook.title}")
-    try:
-        result = run_runbook(environment, runbook, reporter, fix=fix, confirm=confirm, doctor_probe=probe)
-    finally:
-        if isinstance(reporter, ConsoleReporter):
-            reporter.close()
+    with RecordingReporter() if json else ConsoleReporter() as reporter:
+        result = run_runbook(environment, runbook, reporter, fix=fix, confirm=ask, doctor_probe=probe)
     if json:
         print_json(result.as_dict())
     else:
@@ -137,7 +126,7 @@ def run(
         elif not result.healthy and runbook.actions:
             out.print(f"to fix: inv runbook.run {runbook.name} --env {environment.name} --fix")
     if result.fixed is False or (result.fixed is None and not result.healthy):
-        raise Exit(code=1)
+        raise failed()
 
 
 def collection() -> Collection:

@@ -224,7 +224,8 @@ class World:
         self.tmp_path = tmp_path
         self.swap_web = swap_web
         (tmp_path / "env").mkdir()
-        (tmp_path / "env" / "prod.env").write_text("HOSTS=a\nPROJECT=demo\nHEALTH_TIMEOUT=30\nSWAP_DRAIN=2\n")
+        settings = ["HOSTS=a", "PROJECT=demo", "HEALTH_TIMEOUT=30", "SWAP_DRAIN=2"]
+        (tmp_path / "env" / "prod.env").write_text("\n".join(settings) + "\n")
         self.env: Environment = load_environment("prod", tmp_path, {})
         self.runner = ComposeHostRunner("demo")
         self.host = self.runner.host("a")

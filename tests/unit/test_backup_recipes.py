@@ -155,7 +155,8 @@ def test_a_prometheus_archive_is_of_a_tsdb_snapshot_removed_afterwards(tmp_path:
     runner = FakeRunner({"docker exec -i demo-prometheus-1": (0, answer)}, outputs={"tar -C": b"tsdb"})
     plan = plan_volume(REDIS_VOLUME, [container("prometheus", "prom/prometheus:v2")])
     archive_volume(Host(HostSpec("h1"), runner), plan, LocalStore(tmp_path), "s1", RecordingReporter())
-    snapshot_dir = "/var/lib/docker/volumes/demo_redis-data/_data/snapshots/20261123T105000Z-1a2b"
+    volume_data = "/var/lib/docker/volumes/demo_redis-data/_data"
+    snapshot_dir = f"{volume_data}/snapshots/20261123T105000Z-1a2b"
     (tar,) = [c for c in runner.commands if "tar -C" in c]
     assert f"tar -C {snapshot_dir} " in tar
     assert f"rm -rf {snapshot_dir}" in runner.commands[-1]  # removed once archived

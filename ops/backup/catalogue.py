@@ -15,6 +15,7 @@ from ops import __version__
 from ops.backup.model import ArchiveRecord, Snapshot
 from ops.config import Environment
 from ops.errors import BackupError
+from ops.host.layout import ProjectLayout
 
 MANIFEST = "manifest.json"
 INFO = "BACKUP_INFO.md"
@@ -158,7 +159,7 @@ def backup_info(snapshot: Snapshot, env: Environment) -> str:
         "",
         "```sh",
         "sha256sum ARCHIVE                     # compare with manifest.json",
-        f"cd /opt/{env.project}/current",
+        f"cd {ProjectLayout(env.project).current}",
         "docker compose stop SERVICE           # the services listed for the volume",
         "docker volume create VOLUME_NAME      # if it is gone (volume_name in manifest.json)",
         'dir=$(docker volume inspect -f "{{.Mountpoint}}" VOLUME_NAME)',

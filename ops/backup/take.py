@@ -26,7 +26,7 @@ from ops.backup.catalogue import (
 from ops.backup.commands import DEFAULT_LEVEL, EXTENSIONS, as_root, compression_level
 from ops.backup.facts import read_volume_facts
 from ops.backup.model import ArchiveRecord, BackupResult, ContainerFact, Snapshot, VolumeFact
-from ops.backup.recipes import DEFAULT, RECIPES, detect, recipe_named
+from ops.backup.recipes import DEFAULT, RECIPES, ArchiveJob, detect, recipe_named
 from ops.backup.stores import ArchiveStore, LocalStore, host_store
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
@@ -134,7 +134,8 @@ def archive_volume(
             host.run(f"docker stop {shlex.quote(container)} >/dev/null", timeout=timeout)
             stopped.append(container)
             reporter.step(host.name, "stop", CHANGED, f"{container} while {plan.volume.key} is archived")
-        archiving = recipe.archive(host, plan.volume, plan.recipe_container, plan.compression, level, timeout, reporter)
+        job = ArchiveJob(host, plan.volume, plan.recipe_container, plan.compression, level, timeout, reporter)
+        archiving = recipe.archive(job)
         cleanup = archiving.cleanup
         progress = reporter.transfer(host.name, plan.volume.key)
         size, digest = store.write(host, archiving.command, snapshot_id, relative, progress)

@@ -21,7 +21,7 @@ from ops.backup import (
     plan_volume,
     snapshot_name,
 )
-from ops.backup.recipes import Archiving, detect
+from ops.backup.recipes import ArchiveJob, Archiving, detect
 from ops.backup.restore import restore_volume
 from ops.config import HostSpec, load_environment
 from ops.console import RecordingReporter
@@ -97,8 +97,8 @@ def test_a_new_recipe_is_one_class_and_its_line_in_the_registry(monkeypatch: pyt
         def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
             return "mariadb" in container.image
 
-        def archive(self, host: Host, volume: VolumeFact, container: str, *args: object) -> Archiving:
-            return Archiving(f"docker exec {container} mariadb-dump --all-databases")
+        def archive(self, job: ArchiveJob) -> Archiving:
+            return Archiving(f"docker exec {job.container} mariadb-dump --all-databases")
 
     monkeypatch.setitem(RECIPES, "mariadb", Mariadb())
     db = container("db", "mariadb:11")

@@ -8,12 +8,22 @@ from ops.backup.model import ContainerFact, VolumeFact
 from ops.backup.recipes.files import Files
 from ops.backup.recipes.postgres import Postgres
 from ops.backup.recipes.prometheus import Prometheus
-from ops.backup.recipes.recipe import Archiving, Recipe, Restoring
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Recipe, Restoring
 from ops.backup.recipes.redis import Redis
 from ops.errors import BackupError
 from ops.host.labels import BACKUP_RECIPE_LABEL
 
-__all__ = ["DEFAULT", "RECIPES", "Archiving", "Recipe", "Restoring", "detect", "detect_recipe", "recipe_named"]
+__all__ = [
+    "DEFAULT",
+    "RECIPES",
+    "ArchiveJob",
+    "Archiving",
+    "Recipe",
+    "Restoring",
+    "detect",
+    "detect_recipe",
+    "recipe_named",
+]
 
 
 DEFAULT = Files()

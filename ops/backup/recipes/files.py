@@ -7,9 +7,7 @@ import shlex
 
 from ops.backup.commands import as_root, decompressor, tar_command
 from ops.backup.model import ArchiveRecord, ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import Archiving, Restoring
-from ops.console import Reporter
-from ops.transport import Host
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring
 
 
 def restore_command(record: ArchiveRecord, mountpoint: str, user: str) -> str:
@@ -29,17 +27,8 @@ class Files:
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
         return False  # the fallback: never detected, chosen when nothing else is
 
-    def archive(
-        self,
-        host: Host,
-        volume: VolumeFact,
-        container: str,
-        compression: str,
-        level: int,
-        timeout: float,
-        reporter: Reporter,
-    ) -> Archiving:
-        return Archiving(tar_command(volume.mountpoint, compression, host.spec.user, level))
+    def archive(self, job: ArchiveJob) -> Archiving:
+        return Archiving(tar_command(job.volume.mountpoint, job.compression, job.host.spec.user, job.level))
 
     def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
         return as_root(f"{decompressor(compression)} | tar -C {shlex.quote(mountpoint)} --numeric-owner -xf -", user)

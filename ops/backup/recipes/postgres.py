@@ -7,10 +7,8 @@ import shlex
 
 from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import Archiving, Restoring, called
-from ops.console import Reporter
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called
 from ops.errors import BackupError
-from ops.transport import Host
 
 
 def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL) -> str:
@@ -31,17 +29,8 @@ class Postgres:
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
         return called(container, "postgres")
 
-    def archive(
-        self,
-        host: Host,
-        volume: VolumeFact,
-        container: str,
-        compression: str,
-        level: int,
-        timeout: float,
-        reporter: Reporter,
-    ) -> Archiving:
-        return Archiving(pg_dump_command(container, compression, level))
+    def archive(self, job: ArchiveJob) -> Archiving:
+        return Archiving(pg_dump_command(job.container, job.compression, job.level))
 
     def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
         # A dump is only decompressed: its check is zstd's (or gzip's) own.

@@ -9,10 +9,9 @@ import shlex
 from ops.backup.commands import tar_command
 from ops.backup.model import ContainerFact, VolumeFact
 from ops.backup.recipes.files import Files
-from ops.backup.recipes.recipe import Archiving, called
-from ops.console import OK, Reporter
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, called
+from ops.console import OK
 from ops.errors import BackupError
-from ops.transport import Host
 
 PROMETHEUS_SNAPSHOT = """url=http://127.0.0.1:9090/api/v1/admin/tsdb/snapshot
 if command -v curl >/dev/null 2>&1; then curl -fsS -XPOST "$url"
@@ -44,19 +43,10 @@ class Prometheus(Files):
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
         return called(container, "prometheus")
 
-    def archive(
-        self,
-        host: Host,
-        volume: VolumeFact,
-        container: str,
-        compression: str,
-        level: int,
-        timeout: float,
-        reporter: Reporter,
-    ) -> Archiving:
-        answer = host.run(prometheus_snapshot_command(container), stdin=PROMETHEUS_SNAPSHOT).stdout
+    def archive(self, job: ArchiveJob) -> Archiving:
+        answer = job.host.run(prometheus_snapshot_command(job.container), stdin=PROMETHEUS_SNAPSHOT).stdout
         name = snapshot_name(answer)
-        source = f"{volume.mountpoint}/snapshots/{name}"
-        command = tar_command(source, compression, host.spec.user, level)
-        reporter.step(host.name, "prometheus snapshot", OK, name)
+        source = f"{job.volume.mountpoint}/snapshots/{name}"
+        command = tar_command(source, job.compression, job.host.spec.user, job.level)
+        job.reporter.step(job.host.name, "prometheus snapshot", OK, name)
         return Archiving(command, cleanup=source)

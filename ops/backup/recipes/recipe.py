@@ -20,6 +20,19 @@ def called(container: ContainerFact, word: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ArchiveJob:
+    """One volume about to be archived, as take.py hands it to a recipe."""
+
+    host: Host
+    volume: VolumeFact
+    container: str  # the running container the recipe talks to
+    compression: str
+    level: int
+    timeout: float  # seconds a save, dump or snapshot may take
+    reporter: Reporter
+
+
+@dataclass(frozen=True)
 class Archiving:
     """What a recipe archives: the command whose stdout is the archive, and a directory on the host
     to remove (as root) once the archive is stored or has failed ("" for none)."""
@@ -52,16 +65,7 @@ class Recipe(Protocol):
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
         """Whether this recipe fits the container (used only when no label names a recipe)."""
 
-    def archive(
-        self,
-        host: Host,
-        volume: VolumeFact,
-        container: str,
-        compression: str,
-        level: int,
-        timeout: float,
-        reporter: Reporter,
-    ) -> Archiving:
+    def archive(self, job: ArchiveJob) -> Archiving:
         """Prepare the volume (through container, the running one the recipe talks to) and say
         which command streams its archive."""
 

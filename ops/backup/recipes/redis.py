@@ -8,8 +8,8 @@ import time
 
 from ops.backup.model import ContainerFact, VolumeFact
 from ops.backup.recipes.files import Files
-from ops.backup.recipes.recipe import Archiving, called
-from ops.console import OK, Reporter
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, called
+from ops.console import OK
 from ops.errors import BackupError
 from ops.transport import Host
 
@@ -45,16 +45,7 @@ class Redis(Files):
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
         return called(container, "redis")
 
-    def archive(
-        self,
-        host: Host,
-        volume: VolumeFact,
-        container: str,
-        compression: str,
-        level: int,
-        timeout: float,
-        reporter: Reporter,
-    ) -> Archiving:
-        wait_redis_save(host, container, timeout)
-        reporter.step(host.name, "redis BGSAVE", OK, container)
-        return super().archive(host, volume, container, compression, level, timeout, reporter)
+    def archive(self, job: ArchiveJob) -> Archiving:
+        wait_redis_save(job.host, job.container, job.timeout)
+        job.reporter.step(job.host.name, "redis BGSAVE", OK, job.container)
+        return super().archive(job)

@@ -51,7 +51,7 @@ def main() -> None:
     assert root is not None
     first = env.hosts[0].name
     port = spec.http_port(1)
-    drain = float(env.settings.get("SWAP_DRAIN") or 2)  # type: ignore[arg-type]
+    drain = env.deploy.swap_drain
     inv(root, "deploy", "--env", "benchd", "--version", "v1", "--host", first)
 
     def swap(index: int) -> None:

@@ -419,3 +419,28 @@ def push_image(
         f"{pushed.digest[:19]} ({pushed.layers_pushed} layers sent, {pushed.layers_present} already there)",
     )
     return pushed
+
+
+def remove_registry(registry: LocalRegistry, *, client: docker.DockerClient | None = None) -> bool:
+    """Remove the checkout's registry container and its volume, blobs included (the next deploy
+    pushes everything again); True when there was something to remove."""
+    import docker
+
+    own_client = client is None
+    engine = client or local_client()
+    removed = False
+    try:
+        try:
+            engine.containers.get(registry.container).remove(force=True)
+            removed = True
+        except docker.errors.NotFound:
+            pass
+        try:
+            engine.volumes.get(registry.volume).remove(force=True)
+            removed = True
+        except docker.errors.NotFound:
+            pass
+    finally:
+        if own_client:
+            engine.close()
+    return removed

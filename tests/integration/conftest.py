@@ -17,6 +17,7 @@ import pytest
 
 from ops.config import Environment, load_environment
 from ops.console import RecordingReporter
+from ops.images.local_registry import LocalRegistry, remove_registry
 from ops.lab import LabSpec, lab_down, lab_up
 from tests.cli import opskit
 
@@ -72,6 +73,7 @@ def provisioned_lab() -> Iterator[Lab]:
     yield Lab(spec, env)
     if os.environ.get("OPS_KEEP_LAB") != "1":
         lab_down(spec, RecordingReporter(), purge=True)
+        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to
 
 
 @pytest.fixture(scope="session")

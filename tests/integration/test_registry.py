@@ -16,6 +16,7 @@ import docker
 import pytest
 
 from ops.console import RecordingReporter
+from ops.deploy.releases import ReleaseStore
 from ops.errors import HostError
 from ops.images.local_registry import LocalRegistry, PushedImage, ensure_registry, push_image
 from ops.transport import Fleet, Host, SSHRunner
@@ -164,3 +165,37 @@ def test_a_port_taken_on_the_host_is_one_line_and_leaves_nothing_running(
         assert transport.is_active()  # the refused connection is still usable
     finally:
         other.close()
+
+
+def test_a_deploy_whose_forward_port_is_taken_on_a_host_exits_1_and_that_host_keeps_its_release(
+    deployed_lab: ProvisionedLab,
+) -> None:
+    """The default image source on a host where the registry's port is already forwarded (another
+    deploy's tunnel, or any program): one line naming the host and the port, exit 1, the host still
+    serves its release, no lock left; the other host is not held back."""
+    import json
+
+    from tests.integration.conftest import http_get, opskit
+
+    lab = deployed_lab
+    registry = LocalRegistry(lab.env.root)
+    with Fleet.connect(lab.env) as fleet:
+        before = [ReleaseStore(h, lab.env.project).current_id() for h in fleet.hosts]
+        blocked = fleet.hosts[0]
+        squatter: Any = SSHRunner.for_environment(blocked.spec, lab.env)
+        try:
+            with RemoteForward(squatter.ssh_client(), registry.port, "127.0.0.1", 9, where=blocked.name):
+                done = opskit(lab.root, "deploy", "--env", "itestp", "--version", "v7-forward")
+        finally:
+            squatter.close()
+        after = [ReleaseStore(h, lab.env.project).current_id() for h in fleet.hosts]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot forward port {registry.port}" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert after[0] == before[0]  # the blocked host still runs its release
+    status, body = http_get(lab.spec.http_port(1), "/version")
+    assert status == 200 and json.loads(body)["version"] != "v7-forward"
+    assert after[1] != before[1]  # the other host was not held back
+    locks = opskit(lab.root, "lock.status", "--env", "itestp", "--json")
+    assert all(not row["locked"] for row in json.loads(locks.stdout).values())
+    assert opskit(lab.root, "deploy", "--env", "itestp", "--version", "v1").returncode == 0

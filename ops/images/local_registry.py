@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import OpsError
@@ -75,7 +75,15 @@ PULL_REF = re.compile(r"^(?P<address>127\.0\.0\.1:\d{1,5})/(?P<repository>[^@:]+
 
 
 class RegistryError(OpsError):
-    """The local registry could not be built, started, reached or pushed to."""
+    """A registry (the local one, or a team registry) could not be built, started, reached,
+    logged in to or pushed to."""
+
+
+class Addressed(Protocol):
+    """A registry as push_image needs it: the host[:port] its image references start with."""
+
+    @property
+    def address(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -382,18 +390,20 @@ def _wait_until_answering(registry: LocalRegistry, container: Any, timeout: floa
 
 
 def push_image(
-    registry: LocalRegistry,
+    registry: Addressed,
     image: str,
     repository: str,
     reporter: Reporter,
     *,
     tag: str | None = None,
     client: docker.DockerClient | None = None,
+    auth_config: Mapping[str, str] | None = None,
 ) -> PushedImage:
     """Push the local image (name or ID) to the registry as repository; its repository digest.
 
     The registry must be up (ensure_registry). Only blobs the registry lacks are sent. The image
-    keeps a local tag `127.0.0.1:PORT/repository:tag` (tag: the image ID's first 12 digits).
+    keeps a local tag `ADDRESS/repository:tag` (tag: the image ID's first 12 digits). auth_config
+    (username, password) goes to the engine in the request's header, never on a command line.
     """
     import docker
 
@@ -408,7 +418,8 @@ def push_image(
         target = f"{registry.address}/{repository}"
         found.tag(target, tag)
         advance = reporter.transfer("local", f"push {repository}")
-        events = engine.api.push(target, tag=tag, stream=True, decode=True)
+        credentials = dict(auth_config) if auth_config else None
+        events = engine.api.push(target, tag=tag, stream=True, decode=True, auth_config=credentials)
         pushed = read_push_stream(events, registry.address, repository, advance)
     except docker.errors.APIError as error:
         raise RegistryError(f"push of {image} failed: {error.explanation or error}", where=registry.address) from None

@@ -30,8 +30,11 @@ import pytest
 
 from ops.config import load_environment
 from ops.console import CHANGED, OK, RecordingReporter
+from ops.errors import DeployError
+from ops.images import TeamRegistry as TeamImages
 from ops.images.local_registry import REGISTRY_IMAGE, ensure_registry_image
 from ops.provision import provision
+from ops.transport import Fleet
 from tests.integration.conftest import ProvisionedLab, http_get, opskit
 
 pytestmark = pytest.mark.integration
@@ -201,6 +204,7 @@ def team(deployed_lab: ProvisionedLab) -> Iterator[TeamRegistry]:
     network: Any = None
     container: Any = None
     certs_dir: Path | None = None
+    made_certs_d = False
     address = ""
     try:
         ensure_registry_image(client, RecordingReporter())
@@ -236,6 +240,7 @@ def team(deployed_lab: ProvisionedLab) -> Iterator[TeamRegistry]:
             network.connect(lab.spec.container(index))
         registry = TeamRegistry(lab, name, ip, password, ca_pem)
         certs_dir = registry.certs_dir
+        made_certs_d = not certs_dir.parent.exists()  # /etc/docker/certs.d itself, when we make it
         certs_dir.mkdir(parents=True, exist_ok=False)
         (certs_dir / "ca.crt").write_bytes(ca_pem)
         wait_answering(f"https://{registry.address}/v2/", ca_pem)
@@ -261,6 +266,8 @@ def team(deployed_lab: ProvisionedLab) -> Iterator[TeamRegistry]:
         if certs_dir is not None and certs_dir.exists():
             (certs_dir / "ca.crt").unlink(missing_ok=True)
             certs_dir.rmdir()
+            if made_certs_d and not any(certs_dir.parent.iterdir()):
+                certs_dir.parent.rmdir()
         if container is not None:
             container.remove(force=True, v=True)  # v: the registry's anonymous blob volume
         if network is not None:
@@ -375,6 +382,8 @@ def test_deploy_goes_through_the_team_registry_and_the_password_shows_nowhere(te
     with CommandLines(lab) as commands:
         done = opskit(lab.root, "deploy", "--env", ENV, "--version", "v2")
     assert done.returncode == 0, done.stdout + done.stderr
+    print("\n" + "\n".join(line for line in done.stdout.splitlines() if "registry" in line or "images" in line))
+    print(f"ps: {commands.samples} samples, {len(commands.seen)} distinct command lines")
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
 
     prefix = f"{team.address}/team/demo/"
@@ -407,6 +416,7 @@ def test_a_wrong_password_is_one_line_and_the_release_keeps_serving(team: TeamRe
     done = opskit(lab.root, "deploy", "--env", WRONG_ENV, "--version", "v3")
     assert done.returncode == 1, done.stdout + done.stderr
     lines = error_lines(done)
+    print(f"\nwrong password: {lines}")
     assert len(lines) == 1, done.stderr
     assert f"registry {team.address} refused the credentials of {USER} (login)" in lines[0]
     assert f"env/{WRONG_ENV}.secrets.env" in lines[0]
@@ -414,6 +424,24 @@ def test_a_wrong_password_is_one_line_and_the_release_keeps_serving(team: TeamRe
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
     assert [current_release(lab, i)["id"] for i in (1, 2)] == before
     assert lock_free(lab)
+
+
+def host_pull_fault(team: TeamRegistry, password: str) -> str:
+    """The one line a host's login and pull of web's current digest fails with, by the library."""
+    env = load_environment(ENV, team.lab.root, {})
+    registry = TeamImages(env.registry, password, secrets_file=f"env/{ENV}.secrets.env")
+    ref = current_release(team.lab, 1)["digests"]["web"]
+    with Fleet.connect(env) as fleet, pytest.raises(DeployError) as raised:
+        registry.pull(fleet.hosts[0], {ref: "opskit-itest/never:1"}, RecordingReporter())
+    return raised.value.one_line()
+
+
+def test_a_hosts_login_with_a_wrong_password_is_one_line(team: TeamRegistry) -> None:
+    line = host_pull_fault(team, team.password[::-1])
+    print(f"\nhost login, wrong password: {line}")
+    assert f"registry {team.address} refused the credentials of {USER} (login)" in line, line
+    assert team.password[::-1] not in line and "\n" not in line
+    assert on_host(team.lab, 1, f"grep -rls {team.address} /tmp ~deploy/.docker 2>/dev/null; true").strip() == ""
 
 
 def test_a_stopped_registry_is_one_line_and_the_release_keeps_serving(team: TeamRegistry) -> None:
@@ -427,8 +455,13 @@ def test_a_stopped_registry_is_one_line_and_the_release_keeps_serving(team: Team
     done = opskit(lab.root, "deploy", "--env", ENV, "--version", "v3")
     assert done.returncode == 1, done.stdout + done.stderr
     lines = error_lines(done)
+    print(f"\nregistry stopped: {lines}")
     assert len(lines) == 1, done.stderr
     assert f"registry {team.address} is unreachable from this machine (login)" in lines[0]
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
     assert [current_release(lab, i)["id"] for i in (1, 2)] == before
     assert lock_free(lab)
+    # A host that cannot reach it says so the same way.
+    line = host_pull_fault(team, team.password)
+    print(f"host login, registry stopped: {line}")
+    assert f"registry {team.address} is unreachable from the host (login)" in line, line

@@ -9,13 +9,13 @@ from __future__ import annotations
 import difflib
 import functools
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS
-from ops.config.settings import BackupSettings, DeploySettings
+from ops.config.settings import BackupSettings, DeploySettings, RegistrySettings
 from ops.errors import ConfigError
 
 ENV_DIR = "env"
@@ -74,6 +74,10 @@ class Environment:
     @functools.cached_property
     def deploy(self) -> DeploySettings:
         return DeploySettings.from_values(self.settings)
+
+    @functools.cached_property
+    def registry(self) -> RegistrySettings:
+        return RegistrySettings.from_values(self.settings)
 
     @functools.cached_property
     def backup(self) -> BackupSettings:
@@ -156,8 +160,12 @@ def read_secrets(
     required: Iterable[tuple[str, int]],
     env_display: str,
     environ: Mapping[str, str],
+    needed_by: Mapping[str, str] | None = None,
 ) -> Secrets:
-    """Secrets from the secrets file (must be 0600-ish) and the process environment."""
+    """Secrets from the secrets file (must be 0600-ish) and the process environment.
+
+    required: (name, line of the env file asking for it); needed_by: name -> the key that asks for
+    it when that is not SECRETS (REGISTRY_USER asks for REGISTRY_PASSWORD)."""
     values: dict[str, str] = {}
     display = _display(path, root)
     if path.exists():
@@ -173,12 +181,28 @@ def read_secrets(
         if name in environ:
             values[name] = environ[name]
         if not values.get(name):
+            reason = (needed_by or {}).get(name)
             raise ConfigError(
-                f"SECRETS: secret {name} is not set",
+                f"{reason} is set but secret {name} is not" if reason else f"SECRETS: secret {name} is not set",
                 where=f"{env_display}:{line}",
                 hint=f"add {name}=... to {display} (mode 0600) or export {name}",
             )
     return Secrets(values)
+
+
+def _check_registry(
+    values: Mapping[str, object], lines: Mapping[str, int], display: str, existing_path: Callable[[str], Path | None]
+) -> dict[str, str]:
+    """The team registry keys hang together; the secrets they need (secret -> the key asking)."""
+    for key in ("REGISTRY_USER", "REGISTRY_CA"):
+        if values[key] and not values["REGISTRY"]:
+            raise ConfigError(
+                f"{key} is set but REGISTRY is empty",
+                where=f"{display}:{lines[key]}",
+                hint="set REGISTRY=host[:port]/path of the team registry, or remove " + key,
+            )
+    existing_path("REGISTRY_CA")
+    return {"REGISTRY_PASSWORD": "REGISTRY_USER"} if str(values["REGISTRY_USER"]).strip() else {}
 
 
 def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Environment:
@@ -237,7 +261,12 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
         known_hosts = root / known_hosts
     project = str(values["PROJECT"]) or (stack_dir.name if stack_dir else name)
     required = [(secret, lines["SECRETS"]) for secret in values["SECRETS"]]  # type: ignore[attr-defined]
-    secrets = read_secrets(root / ENV_DIR / f"{name}{SECRETS_SUFFIX}", root, required, display, environ)
+    needed_by = _check_registry(values, lines, display, existing_path)
+    listed = set(values["SECRETS"])  # type: ignore[call-overload]
+    required += [(secret, lines[key]) for secret, key in needed_by.items() if secret not in listed]
+    secrets = read_secrets(
+        root / ENV_DIR / f"{name}{SECRETS_SUFFIX}", root, required, display, environ, needed_by=needed_by
+    )
     return Environment(
         name=name,
         root=root,

@@ -78,6 +78,29 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+REGISTRY_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$"
+)
+REGISTRY_PATH = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def _registry(text: str) -> str:
+    """host[:port][/path]: Docker takes the first part for a registry host only when it has a dot
+    or a port (or is localhost); anything else would silently mean Docker Hub."""
+    value = text.strip().rstrip("/")
+    if not value:
+        return ""
+    if "://" in value:
+        raise ValueError(f"{text!r}: give host[:port]/path without a scheme (Docker always speaks HTTPS to it)")
+    host, _, path = value.partition("/")
+    if not REGISTRY_HOST.match(host) or not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError(f"{host!r} is not a registry host (it needs a dot or a :port, e.g. registry.example.com)")
+    if path and not REGISTRY_PATH.match(path):
+        raise ValueError(f"{path!r} is not a repository path (lower-case letters, digits, . _ -, parts joined by /)")
+    return value
+
+
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for word in _words(text):
@@ -106,6 +129,16 @@ KEYS: dict[str, Key] = {
         _choice("registry", "send", "build", "pull"),
         "registry",
         "how images reach hosts: registry (pushed here, pulled by digest over SSH), send, build, pull",
+    ),
+    "REGISTRY": Key(
+        _registry,
+        "",
+        "team registry host[:port][/path] IMAGE_SOURCE=registry pushes to and hosts pull from by digest "
+        "(empty: this checkout's own registry, pulled through an SSH tunnel)",
+    ),
+    "REGISTRY_USER": Key(_text, "", "user for the team registry (its password: the secret REGISTRY_PASSWORD)"),
+    "REGISTRY_CA": Key(
+        _text, "", "CA file of a team registry with a private CA (relative to the repository); provisioning installs it"
     ),
     "HEALTH_TIMEOUT": Key(_int(5, 3600), "120", "seconds a release may take to become healthy"),
     "SWAP_DRAIN": Key(_int(0, 600), "2", "seconds old containers drain after leaving rotation in a swap"),
@@ -147,7 +180,7 @@ KEYS: dict[str, Key] = {
     "PROVISION_SKIP": Key(
         _words,
         "",
-        "provisioning steps to leave out: apt packages docker deploy-user firewall "
+        "provisioning steps to leave out: apt packages docker registry-ca deploy-user firewall "
         "unattended-upgrades fail2ban time swap sysctl project-dir ssh",
     ),
     "DOCKER_SOURCE": Key(

@@ -55,6 +55,34 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """The team registry IMAGE_SOURCE=registry goes through; empty: this checkout's own registry,
+    pulled over SSH. Its password is a secret (REGISTRY_PASSWORD in env.secrets), never here."""
+
+    registry: str  # host[:port][/path], as REGISTRY gives it
+    user: str
+    ca: str  # CA file as REGISTRY_CA gives it (relative to the repository)
+
+    @property
+    def host(self) -> str:
+        """host[:port]: what `docker login` takes and /etc/docker/certs.d/ names a directory after."""
+        return self.registry.partition("/")[0]
+
+    @property
+    def path(self) -> str:
+        """The repository prefix under the host (the team), may be empty."""
+        return self.registry.partition("/")[2]
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object]) -> RegistrySettings:
+        return cls(
+            registry=_str(values, "REGISTRY"),
+            user=_str(values, "REGISTRY_USER").strip(),
+            ca=_str(values, "REGISTRY_CA").strip(),
+        )
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """Where snapshots go, how archives are made, kept and copied offsite."""
 

@@ -1,12 +1,15 @@
-"""Images: how a stack's images reach hosts (one ImageDelivery per IMAGE_SOURCE: send, build,
-pull) and the local builds behind sending them."""
+"""Images: how a stack's images reach hosts (one ImageDelivery per IMAGE_SOURCE: registry, send,
+build, pull; the registry one through this checkout's registry or a team registry) and the local
+builds behind them."""
 
 from ops.images.build import BuildOnHost
 from ops.images.delivery import Delivered, ImageDelivery, ReleaseImages, host_image_ids
 from ops.images.local import base_images, build_if_changed, build_locally, local_image_ids
 from ops.images.pull import PullImages
+from ops.images.registry import ImageRegistry, LocalRegistryOverSSH, RegistryImages
 from ops.images.send import SendImages, send_if_missing, send_images
 from ops.images.sources import DELIVERIES, SOURCES, delivery_for
+from ops.images.team_registry import TeamRegistry
 
 __all__ = [
     "DELIVERIES",
@@ -14,9 +17,13 @@ __all__ = [
     "BuildOnHost",
     "Delivered",
     "ImageDelivery",
+    "ImageRegistry",
+    "LocalRegistryOverSSH",
     "PullImages",
+    "RegistryImages",
     "ReleaseImages",
     "SendImages",
+    "TeamRegistry",
     "base_images",
     "build_if_changed",
     "build_locally",

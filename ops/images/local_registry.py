@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import RegistryError
@@ -72,6 +72,13 @@ RECIPE_VERSION = hashlib.sha256((REGISTRY_DOCKERFILE + REGISTRY_CONFIG).encode()
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 PULL_REF = re.compile(r"^(?P<address>127\.0\.0\.1:\d{1,5})/(?P<repository>[^@:]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+class Addressed(Protocol):
+    """A registry as push_image needs it: the host[:port] its image references start with."""
+
+    @property
+    def address(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -378,18 +385,20 @@ def _wait_until_answering(registry: LocalRegistry, container: Any, timeout: floa
 
 
 def push_image(
-    registry: LocalRegistry,
+    registry: Addressed,
     image: str,
     repository: str,
     reporter: Reporter,
     *,
     tag: str | None = None,
     client: docker.DockerClient | None = None,
+    auth_config: Mapping[str, str] | None = None,
 ) -> PushedImage:
     """Push the local image (name or ID) to the registry as repository; its repository digest.
 
     The registry must be up (ensure_registry). Only blobs the registry lacks are sent. The image
-    keeps a local tag `127.0.0.1:PORT/repository:tag` (tag: the image ID's first 12 digits).
+    keeps a local tag `ADDRESS/repository:tag` (tag: the image ID's first 12 digits). auth_config
+    (username, password) goes to the engine in the request's header, never on a command line.
     """
     import docker
 
@@ -404,7 +413,8 @@ def push_image(
         target = f"{registry.address}/{repository}"
         found.tag(target, tag)
         advance = reporter.transfer("local", f"push {repository}")
-        events = engine.api.push(target, tag=tag, stream=True, decode=True)
+        credentials = dict(auth_config) if auth_config else None
+        events = engine.api.push(target, tag=tag, stream=True, decode=True, auth_config=credentials)
         pushed = read_push_stream(events, registry.address, repository, advance)
     except docker.errors.APIError as error:
         raise RegistryError(f"push of {image} failed: {error.explanation or error}", where=registry.address) from None

@@ -11,11 +11,20 @@ from ops.errors import ConfigError
 from ops.images.build import BuildOnHost
 from ops.images.delivery import ImageDelivery
 from ops.images.pull import PullImages
-from ops.images.registry import RegistryImages
+from ops.images.registry import LocalRegistryOverSSH, RegistryImages
 from ops.images.send import SendImages
+from ops.images.team_registry import TeamRegistry
+
+
+def registry_images(env: Environment) -> RegistryImages:
+    """IMAGE_SOURCE=registry: through the team registry when REGISTRY names one, else through this
+    checkout's own registry over SSH."""
+    registry = TeamRegistry.from_env(env) if env.registry.registry else LocalRegistryOverSSH(env.root)
+    return RegistryImages(env.project, registry)
+
 
 DELIVERIES: dict[str, Callable[[Environment], ImageDelivery]] = {
-    "registry": lambda env: RegistryImages(env.root, env.project),
+    "registry": registry_images,
     "send": lambda env: SendImages(),
     "build": lambda env: BuildOnHost(),
     "pull": lambda env: PullImages(),

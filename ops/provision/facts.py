@@ -121,7 +121,8 @@ def facts_script(settings: ProvisionSettings) -> str:
     creating sshd's empty runtime directory in /run, as the ssh service itself does)."""
     user = q(settings.deploy_user)
     project_dir = q(ProjectLayout(settings.project).base) if settings.project else "''"
-    files = " ".join(q(path) for path in MANAGED_FILES)
+    managed = MANAGED_FILES + ((settings.registry_ca_path,) if settings.registry_ca_path else ())
+    files = " ".join(q(path) for path in managed)
     sysctl_lines = "".join(
         f"printf '%s=%s\\n' {q(key)} \"$(sysctl -n {q(key)} 2>/dev/null)\"; "
         f"[ -w /proc/sys/{key.replace('.', '/')} ] && echo 'writable {key}'; "

@@ -18,6 +18,7 @@ STEP_KEYS = (
     "apt",
     "packages",
     "docker",
+    "registry-ca",
     "deploy-user",
     "firewall",
     "unattended-upgrades",
@@ -31,6 +32,7 @@ STEP_KEYS = (
 PORT_RE = re.compile(r"^(?P<port>[0-9]{1,5}(?::[0-9]{1,5})?)(?:/(?P<proto>tcp|udp))?$")
 SYSCTL_RE = re.compile(r"^(?P<key>[a-z0-9_.]+)=(?P<value>[^\s=]+)$")
 SIZE_RE = re.compile(r"^[0-9]+[kmg]?$")
+REGISTRY_CERTS_DIR = "/etc/docker/certs.d"
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,16 @@ class ProvisionSettings:
     root_login: str = "no"
     time_sync: str = "auto"
     sysctl: tuple[tuple[str, str], ...] = (("vm.overcommit_memory", "1"),)
+    registry_host: str = ""  # REGISTRY's host[:port]
+    registry_ca: str = ""  # the content of REGISTRY_CA (PEM), empty when none
 
     def enabled(self, key: str) -> bool:
         return key not in self.skip
+
+    @property
+    def registry_ca_path(self) -> str:
+        """Where Docker looks for the team registry's CA (per request: no restart), or ""."""
+        return f"{REGISTRY_CERTS_DIR}/{self.registry_host}/ca.crt" if self.registry_ca else ""
 
     @classmethod
     def from_env(cls, env: Environment) -> ProvisionSettings:
@@ -117,6 +126,8 @@ class ProvisionSettings:
             root_login=root_login,
             time_sync=choice("TIME_SYNC", ("auto", "chrony", "timesyncd"), "auto"),
             sysctl=tuple(sysctl),
+            registry_host=env.registry.host,
+            registry_ca=registry_ca(env),
         )
 
 
@@ -126,6 +137,24 @@ def _seq(value: object) -> tuple[object, ...]:
     if isinstance(value, Iterable):
         return tuple(value)
     return ()
+
+
+def registry_ca(env: Environment) -> str:
+    """The PEM text of REGISTRY_CA (relative to the repository), or "" when it is not set."""
+    name = env.registry.ca
+    if not name:
+        return ""
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else env.root / path
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"REGISTRY_CA: cannot read {name}: {error}", where=str(env.file)) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(
+            f"REGISTRY_CA: {name} holds no PEM certificate", where=str(env.file), hint="give the CA's .crt (PEM)"
+        )
+    return text
 
 
 def key_id(line: str) -> tuple[str, str] | None:

@@ -61,6 +61,56 @@ def test_bad_env_files_name_file_line_and_key(tmp_path: Path, text: str, expecte
     assert "\n" not in raised.value.one_line()
 
 
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ("REGISTRY=team\n", "env/bad.env:2: REGISTRY: 'team' is not a registry host (it needs a dot or a :port"),
+        ("REGISTRY=https://r.example.com/team\n", "env/bad.env:2: REGISTRY: 'https://r.example.com/team': give host"),
+        ("REGISTRY=r.example.com/Team\n", "env/bad.env:2: REGISTRY: 'Team' is not a repository path"),
+        ("REGISTRY_USER=ci\n", "env/bad.env:2: REGISTRY_USER is set but REGISTRY is empty"),
+        ("REGISTRY_CA=ca.crt\n", "env/bad.env:2: REGISTRY_CA is set but REGISTRY is empty"),
+        ("REGISTRY=r.example.com\nREGISTRY_CA=certs/none.crt\n", "env/bad.env:3: REGISTRY_CA: file certs/none.crt"),
+        (
+            "REGISTRY=r.example.com:5443/team\n\nREGISTRY_USER=ci\n",
+            "env/bad.env:4: REGISTRY_USER is set but secret REGISTRY_PASSWORD is not"
+            " (add REGISTRY_PASSWORD=... to env/bad.secrets.env (mode 0600) or export REGISTRY_PASSWORD)",
+        ),
+    ],
+)
+def test_team_registry_keys_hang_together(tmp_path: Path, lines: str, expected: str) -> None:
+    write_env(tmp_path, "bad", "HOSTS=a.example\n" + lines)
+    with pytest.raises(ConfigError) as raised:
+        load_environment("bad", tmp_path, {})
+    assert raised.value.one_line().startswith(expected), raised.value.one_line()
+
+
+def test_the_team_registry_and_its_password(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    write_env(
+        tmp_path, "prod", "HOSTS=a\nREGISTRY=10.1.2.3:5443/team/apps/\nREGISTRY_USER=ci\nREGISTRY_CA=certs/ca.crt\n"
+    )
+    secrets = tmp_path / "env" / "prod.secrets.env"
+    secrets.write_text("REGISTRY_PASSWORD=pw-from-file\n")
+    secrets.chmod(0o600)
+    env = load_environment("prod", tmp_path, {})
+    assert (env.registry.registry, env.registry.host, env.registry.path) == (
+        "10.1.2.3:5443/team/apps",
+        "10.1.2.3:5443",
+        "team/apps",
+    )
+    assert (env.registry.user, env.registry.ca) == ("ci", "certs/ca.crt")
+    assert env.secrets["REGISTRY_PASSWORD"] == "pw-from-file"
+    assert env.redact("login ci pw-from-file") == "login ci ***"
+    secrets.unlink()
+    assert (
+        load_environment("prod", tmp_path, {"REGISTRY_PASSWORD": "from-ci"}).secrets["REGISTRY_PASSWORD"] == "from-ci"
+    )
+    write_env(tmp_path, "open", "HOSTS=a\nREGISTRY=localhost:5000\n")  # no user: no password needed
+    assert load_environment("open", tmp_path, {}).registry.host == "localhost:5000"
+    assert load_environment("open", tmp_path, {}).registry.path == ""
+
+
 def test_a_missing_environment_lists_the_known_ones(tmp_path: Path) -> None:
     write_env(tmp_path, "staging", "HOSTS=a\n")
     with pytest.raises(ConfigError, match=r"environment 'prod' not found .*\(known: staging\)"):

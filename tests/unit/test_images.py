@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ops.config import HostSpec
+from ops.config import HostSpec, RegistrySettings
 from ops.console import CHANGED, OK, RecordingReporter
 from ops.errors import ConfigError, DeployError
 from ops.images import BuildOnHost, PullImages, ReleaseImages, SendImages, delivery_for
-from ops.images.registry import RegistryImages
+from ops.images.registry import LocalRegistryOverSSH, RegistryImages
 from ops.images.sources import SOURCES
 from ops.transport import Host
 from tests.fakes import FakeRunner
@@ -25,12 +25,18 @@ def compose(args: str) -> str:
 
 
 def test_every_image_source_names_one_delivery(tmp_path: Path) -> None:
-    env = SimpleNamespace(root=tmp_path, project="demo", deploy=SimpleNamespace(image_source="registry"))
+    env = SimpleNamespace(
+        root=tmp_path,
+        project="demo",
+        deploy=SimpleNamespace(image_source="registry"),
+        registry=RegistrySettings("", "", ""),
+    )
     assert SOURCES == ("registry", "send", "build", "pull")
     kinds = [RegistryImages, SendImages, BuildOnHost, PullImages]
     assert [type(delivery_for(env, name)) for name in SOURCES] == kinds  # type: ignore[arg-type]
     assert [delivery_for(env, name).name for name in SOURCES] == list(SOURCES)  # type: ignore[arg-type]
     assert isinstance(delivery_for(env), RegistryImages)  # type: ignore[arg-type]
+    assert isinstance(delivery_for(env).registry, LocalRegistryOverSSH)  # type: ignore[arg-type,attr-defined]
     with pytest.raises(ConfigError, match="unknown image source 'ftp'"):
         delivery_for(env, "ftp")  # type: ignore[arg-type]
 

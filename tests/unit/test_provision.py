@@ -24,6 +24,7 @@ from ops.provision import (
     ProvisionSettings,
     StepLoop,
     StepPlan,
+    facts_script,
     parse_facts,
     plan_host,
     provision,
@@ -195,7 +196,7 @@ def test_a_provisioned_host_plans_nothing() -> None:
     facts = parse_facts((FIXTURES / "facts-debian13-provisioned.txt").read_text())
     plans = plan_host(facts, settings(project="prov"))
     statuses = {plan.step: plan.status for plan in plans}
-    assert statuses == {**{plan.step: OK for plan in plans}, "swap": SKIPPED}
+    assert statuses == {**{plan.step: OK for plan in plans}, "swap": SKIPPED, "registry ca": SKIPPED}
     assert "read-only" in by_step(plans)["sysctl"].detail
     assert "not started in a container" in by_step(plans)["time sync"].detail
 
@@ -534,3 +535,61 @@ def test_settings_read_the_keys_and_derive_the_public_key(tmp_path: Path) -> Non
     assert s.swap_mb == 512 and s.time_sync == "chrony" and s.root_login == "no" and s.deploy_sudo
     assert len(s.authorized_keys) == 2 and s.authorized_keys[0].startswith("ssh-ed25519 ")
     assert s.authorized_keys[1] == LAB_KEY
+
+
+# ---------------------------------------------------------------- the team registry's CA
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBlab\n-----END CERTIFICATE-----\n"
+CA_PATH = "/etc/docker/certs.d/10.1.2.3:5443/ca.crt"
+
+
+def with_ca_file(output: str, content: str) -> str:
+    """Facts output as the script prints it when the host already has the CA file."""
+    return output.replace("\n@@end@@\n", f"\n@@file {CA_PATH}@@\n{content}\n@@end@@\n")
+
+
+def test_the_registry_ca_is_installed_once_and_then_left_alone() -> None:
+    wanted = settings(registry_host="10.1.2.3:5443", registry_ca=CA_PEM)
+    assert wanted.registry_ca_path == CA_PATH
+    assert f"for f in {CA_PATH} " in facts_script(wanted) or f" {CA_PATH};" in facts_script(wanted)
+
+    fresh = by_step(plan_host(parse_facts(fresh_output("debian-13")), wanted))["registry ca"]
+    assert fresh.status == WOULD_CHANGE
+    assert fresh.detail == f"install REGISTRY_CA as {CA_PATH} (trusted for 10.1.2.3:5443)"
+    (command,) = commands(fresh)
+    assert written(command) == CA_PEM
+    assert (
+        "chmod 0644" in command
+        and "chown root:root" in command
+        and command.endswith(f"mv -f {CA_PATH}.opskit-new {CA_PATH}")
+    )
+
+    # The facts read afterwards hold the file byte for byte: the second run changes nothing.
+    again = by_step(plan_host(parse_facts(with_ca_file(fresh_output("debian-13"), CA_PEM)), wanted))
+    assert again["registry ca"].status == OK and again["registry ca"].changes == ()
+    assert again["registry ca"].detail == f"{CA_PATH} holds REGISTRY_CA"
+
+    other = by_step(plan_host(parse_facts(with_ca_file(fresh_output("debian-13"), "old CA")), wanted))["registry ca"]
+    assert other.status == WOULD_CHANGE and other.detail.startswith("replace REGISTRY_CA")
+
+
+def test_the_registry_ca_step_is_skipped_with_a_reason_and_by_its_word() -> None:
+    facts = parse_facts(fresh_output("debian-13"))
+    none = by_step(plan_host(facts, settings()))["registry ca"]
+    assert (none.status, none.detail) == (SKIPPED, "no private CA to trust (REGISTRY_CA is empty)")
+    assert "certs.d" not in facts_script(settings())
+    skipped = by_step(
+        plan_host(facts, settings(registry_host="10.1.2.3:5443", registry_ca=CA_PEM, skip=frozenset({"registry-ca"})))
+    )["registry ca"]
+    assert (skipped.status, skipped.detail) == (SKIPPED, "skipped by PROVISION_SKIP")
+    assert [step.key for step in STEPS].index("registry-ca") == [step.name for step in STEPS].index("docker engine") + 1
+
+
+def test_settings_read_the_registry_ca_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text(CA_PEM)
+    env = make_env(tmp_path, extra="REGISTRY=10.1.2.3:5443/team\nREGISTRY_CA=ca.crt\n")
+    s = ProvisionSettings.from_env(env)
+    assert (s.registry_host, s.registry_ca, s.registry_ca_path) == ("10.1.2.3:5443", CA_PEM, CA_PATH)
+    (tmp_path / "ca.crt").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"REGISTRY_CA: ca\.crt holds no PEM certificate"):
+        ProvisionSettings.from_env(env)

@@ -12,6 +12,7 @@ from ops.provision.steps.fail2ban import Fail2banStep
 from ops.provision.steps.firewall import FirewallStep
 from ops.provision.steps.os import OsStep
 from ops.provision.steps.project_dir import ProjectDirStep
+from ops.provision.steps.registry_ca import RegistryCaStep
 from ops.provision.steps.ssh import SshHardeningStep
 from ops.provision.steps.swap import SwapStep
 from ops.provision.steps.sysctl import SysctlStep
@@ -25,6 +26,7 @@ STEPS: tuple[Step, ...] = (
     DockerPackagesStep(),
     DaemonJsonStep(),
     DockerEngineStep(),
+    RegistryCaStep(),  # after the engine: its certs.d directory trusts the team registry
     DeployUserStep(),
     FirewallStep(),
     UnattendedUpgradesStep(),

@@ -38,9 +38,10 @@ class Manifest:
     def ref(self, address: str) -> str:
         return f"{address}/{self.repository}@{self.digest}"
 
-    def local_tags(self, address: str) -> list[str]:
-        """The names push_image left on this machine's engine for it: `address/repository:tag`."""
-        return [f"{address}/{self.repository}:{tag}" for tag in self.tags]
+    def local_names(self, address: str) -> list[str]:
+        """The names a push leaves on this machine's engine for it: `address/repository:tag` and
+        the repository digest `address/repository@sha256:...`."""
+        return [*(f"{address}/{self.repository}:{tag}" for tag in self.tags), self.ref(address)]
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class GcResult:
     hosts: list[HostPins] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # refs
     deleted: list[str] = field(default_factory=list)  # refs (dry run: would be deleted)
-    local_tags: list[str] = field(default_factory=list)  # removed from this engine (dry run: would be)
+    local_names: list[str] = field(default_factory=list)  # removed from this engine (dry run: would be)
     bytes_before: int | None = None
     bytes_after: int | None = None
     blobs_deleted: int = 0
@@ -132,7 +133,7 @@ class GcResult:
             ],
             "manifests_kept": self.kept,
             "manifests_deleted": self.deleted,
-            "local_tags_removed": self.local_tags,
+            "local_names_removed": self.local_names,
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
             "bytes_freed": self.bytes_freed,
@@ -226,7 +227,7 @@ def restart(registry: LocalRegistry, container: Any, api: RegistryApi, timeout: 
         time.sleep(0.2)
 
 
-def remove_local_tags(client: docker.DockerClient, names: Iterable[str], *, dry_run: bool) -> list[str]:
+def remove_local_names(client: docker.DockerClient, names: Iterable[str], *, dry_run: bool) -> list[str]:
     """Remove (or, dry run, list) those of names this engine has; an image a container uses keeps
     its name (the engine refuses, which is the safety wanted)."""
     import docker
@@ -256,7 +257,7 @@ def apply_plan(
     api: RegistryApi | None = None,
     dry_run: bool = False,
 ) -> GcResult:
-    """Delete the plan's manifests, free their blobs, remove their local tags; the result.
+    """Delete the plan's manifests, free their blobs, remove their names on this engine; the result.
 
     The caller holds the deploy locks (see run_garbage_collect). The registry is restarted after
     its garbage-collect (see restart).
@@ -273,9 +274,9 @@ def apply_plan(
         delete_untagged=plan.delete_untagged,
     )
     result.bytes_before = volume_bytes(container)
-    tags = [name for m in plan.delete for name in m.local_tags(registry.address)]
+    names = [name for m in plan.delete for name in m.local_names(registry.address)]
     if dry_run:
-        result.local_tags = remove_local_tags(client, tags, dry_run=True)
+        result.local_names = remove_local_names(client, names, dry_run=True)
         for ref in result.deleted:
             reporter.step("local", "registry gc", WOULD_CHANGE, f"would delete {ref}")
         result.seconds = time.monotonic() - started
@@ -291,6 +292,6 @@ def apply_plan(
     status = CHANGED if result.blobs_deleted else OK
     reporter.step("local", "registry gc", status, f"garbage-collect deleted {result.blobs_deleted} blobs")
     result.bytes_after = volume_bytes(container)
-    result.local_tags = remove_local_tags(client, tags, dry_run=False)
+    result.local_names = remove_local_names(client, names, dry_run=False)
     result.seconds = time.monotonic() - started
     return result

@@ -274,7 +274,12 @@ def world(tmp_path: Path) -> World:
         "10.0.0.1": FakeRunner({LIST: releases_answer({"web": web_a, "redis": redis}, {"web": web_b, "redis": redis})}),
         "10.0.0.2": FakeRunner({LIST: releases_answer({"web": web_b, "redis": redis})}),
     }
-    local = {f"{address}/demo/web:cccc", f"{address}/demo/old:eeee", f"{address}/demo/web:aaaa"}
+    local = {
+        f"{address}/demo/web:cccc",
+        f"{address}/demo/web@{C}",
+        f"{address}/demo/old:eeee",
+        f"{address}/demo/web:aaaa",
+    }
     container = FakeRegistryContainer([5_000_000, 3_000_000])
     return World(env, FakeRegistry(repos), container, FakeEngine(container, local), runners)
 
@@ -301,8 +306,8 @@ def test_a_collection_deletes_only_what_no_host_pins_under_every_hosts_lock(worl
         3_000_000,
         2_000_000,
     )
-    # Local tags of what was deleted go; the tag of a kept manifest stays.
-    assert result.local_tags == [f"{address}/demo/old:eeee", f"{address}/demo/web:cccc"]
+    # The local names of what was deleted go (tags and repository digests); a kept one's stay.
+    assert result.local_names == [f"{address}/demo/old:eeee", f"{address}/demo/web:cccc", f"{address}/demo/web@{C}"]
     assert world.engine.names == {f"{address}/demo/web:aaaa"}
     assert [h.releases for h in result.hosts] == [2, 1]
     for runner in world.runners.values():
@@ -340,10 +345,10 @@ def test_a_dry_run_shows_the_plan_and_changes_nothing(world: World) -> None:
     result = world.collect(dry_run=True)
     assert result.dry_run
     assert result.deleted == [f"{address}/demo/old@{E}", f"{address}/demo/web@{C}"]
-    assert result.local_tags == [f"{address}/demo/old:eeee", f"{address}/demo/web:cccc"]
+    assert result.local_names == [f"{address}/demo/old:eeee", f"{address}/demo/web:cccc", f"{address}/demo/web@{C}"]
     assert world.registry.deleted() == []
     assert world.container.collections() == [] and world.container.restarts == 0
-    assert world.engine.removed == [] and len(world.engine.names) == 3
+    assert world.engine.removed == [] and len(world.engine.names) == 4
     assert result.bytes_before == 5_000_000 and result.bytes_freed is None
     for runner in world.runners.values():
         assert lock_commands(runner) == []  # a dry run takes no lock

@@ -112,7 +112,7 @@ def _locked(targets: Sequence[ProjectHosts], reporter: Reporter) -> Iterator[Non
                     f"cannot take the deploy lock ({error.message}): its kept releases are unknown, so nothing"
                     " was deleted",
                     where=error.where,
-                    hint="bring the host back (or take it out of HOSTS) and run images.gc again",
+                    hint="bring the host back or take it out of HOSTS, then run images.gc again",
                 ) from None
         yield
 
@@ -162,7 +162,7 @@ def collect_garbage(
                 raise HostError(
                     f"cannot read its kept releases ({first.error}): what they pin is unknown, so nothing was deleted",
                     where=first.host,
-                    hint="bring the host back (or take it out of HOSTS) and run images.gc again",
+                    hint="bring the host back or take it out of HOSTS, then run images.gc again",
                 )
             result = apply_plan(registry, plan, container, reporter, client=engine, api=api, dry_run=dry_run)
     finally:

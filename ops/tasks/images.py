@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def _mb(count: int | None) -> str:
-    return "?" if count is None else f"{count / 1e6:.1f} MB"
+    if count is None:
+        return "?"
+    return f"{count / 1e3:.0f} kB" if count < 1e6 else f"{count / 1e6:.1f} MB"
 
 
 def gc(c: Context, env: str | None = None, dry_run: bool = False, json: bool = False) -> None:

@@ -16,16 +16,18 @@ from ops.deploy.compose import ComposeOrchestrator
 from ops.deploy.orchestrator import Orchestrator
 from ops.deploy.prepare import prepare
 from ops.deploy.rollout import DeployResult, roll_out
+from ops.images import ImageDelivery, delivery_for
 from ops.transport import Fleet
 
-ORCHESTRATORS: dict[str, Callable[[Environment, Reporter], Orchestrator]] = {
-    "compose": ComposeOrchestrator,
+ORCHESTRATORS: dict[str, Callable[[Environment, Reporter, ImageDelivery], Orchestrator]] = {
+    "compose": lambda env, reporter, delivery: ComposeOrchestrator(env, reporter, delivery=delivery),
 }
 DEFAULT_ORCHESTRATOR = "compose"  # until an ORCHESTRATOR setting chooses (swarm)
 
 
-def orchestrator_for(env: Environment, reporter: Reporter) -> Orchestrator:
-    return ORCHESTRATORS[DEFAULT_ORCHESTRATOR](env, reporter)
+def orchestrator_for(env: Environment, reporter: Reporter, delivery: ImageDelivery | None = None) -> Orchestrator:
+    """The environment's orchestrator, bringing images with delivery (default: IMAGE_SOURCE's)."""
+    return ORCHESTRATORS[DEFAULT_ORCHESTRATOR](env, reporter, delivery or delivery_for(env))
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,16 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
     """Deploy options.version of the environment's stack to its hosts."""
     started = time.monotonic()
     result = DeployResult("deploy", env.name, options.version)
-    orchestrator = orchestrator_for(env, reporter)
+    # One delivery for the whole deploy: what prepare pushed is not pushed again for the hosts.
+    delivery = delivery_for(env)
+    orchestrator = orchestrator_for(env, reporter, delivery)
     with Fleet.connect(env, only=options.hosts) as fleet:
         # The SSH handshakes run while the stack is checked (and built) here; no host changes
         # before the stack passed.
         with ThreadPoolExecutor(max_workers=1) as background:
             opening = background.submit(fleet.open_connections)
             try:
-                prepared = prepare(env, reporter, options.version, build=not options.dry_run)
+                prepared = prepare(env, reporter, options.version, build=not options.dry_run, delivery=delivery)
             finally:
                 opening.result()
         if options.dry_run:

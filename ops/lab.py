@@ -8,12 +8,10 @@ keys); `inv provision.lab` turns them into Docker hosts. Talks only to the local
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import LabError
-from ops.transport.docker import find_image, local_client
+from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
 
 if TYPE_CHECKING:
     import docker
@@ -216,29 +214,12 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
 
 
 def ensure_host_image(client: docker.DockerClient, reporter: Reporter) -> None:
-    image = find_image(client, HOST_IMAGE)
-    if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
+    if recipe_image(client, HOST_IMAGE, RECIPE_VERSION) is not None:
         reporter.step("local", "host image", OK, HOST_IMAGE)
         return
     reporter.step("local", "host image", CHANGED, f"building {HOST_IMAGE}")
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text, mode in (("Dockerfile", HOST_DOCKERFILE, 0o644), ("lab-init", HOST_INIT, 0o755)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    import docker
-
-    try:
-        client.images.build(
-            fileobj=context, custom_context=True, tag=HOST_IMAGE, labels={"opskit.recipe": RECIPE_VERSION}, rm=True
-        )
-    except docker.errors.BuildError as error:
-        lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in error.build_log]
-        last = [line for line in lines if line][-1:] or ["no output"]
-        raise LabError(f"building {HOST_IMAGE} failed: {last[0]}") from None
+    files: dict[str, str | tuple[str, int]] = {"Dockerfile": HOST_DOCKERFILE, "lab-init": (HOST_INIT, 0o755)}
+    build_recipe_image(client, HOST_IMAGE, files, RECIPE_VERSION, error=LabError, hint="")
 
 
 # ---------------------------------------------------------------- keys

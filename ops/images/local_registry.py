@@ -8,11 +8,9 @@ named volume across runs. It talks only to the local engine; it never touches a 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import secrets
 import socket
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import RegistryError
-from ops.transport.docker import find_image, local_client
+from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
 
 if TYPE_CHECKING:
     import docker
@@ -256,10 +254,8 @@ def answers(url: str, timeout: float = 2) -> bool:
 
 def ensure_registry_image(client: docker.DockerClient, reporter: Reporter) -> Any:
     """opskit/registry:trixie (Debian's docker-registry), built once per recipe; the image."""
-    import docker
-
-    image = find_image(client, REGISTRY_IMAGE)
-    if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
+    image = recipe_image(client, REGISTRY_IMAGE, RECIPE_VERSION)
+    if image is not None:
         reporter.step("local", "registry image", OK, REGISTRY_IMAGE)
         return image
     if find_image(client, BASE_IMAGE) is None:
@@ -268,25 +264,8 @@ def ensure_registry_image(client: docker.DockerClient, reporter: Reporter) -> An
             hint="make it with `inv lab.up` (debootstrap, no public registry needed)",
         )
     reporter.step("local", "registry image", CHANGED, f"building {REGISTRY_IMAGE} (docker-registry from Debian)")
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in (("Dockerfile", REGISTRY_DOCKERFILE), ("config.yml", REGISTRY_CONFIG)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    try:
-        image, _ = client.images.build(
-            fileobj=context, custom_context=True, tag=REGISTRY_IMAGE, labels={"opskit.recipe": RECIPE_VERSION}, rm=True
-        )
-    except docker.errors.BuildError as error:
-        lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in error.build_log]
-        last = [line for line in lines if line][-1:] or ["no output"]
-        raise RegistryError(
-            f"building {REGISTRY_IMAGE} failed: {last[0][:300]}", hint="check access to the Debian mirror"
-        ) from None
-    return image
+    files = {"Dockerfile": REGISTRY_DOCKERFILE, "config.yml": REGISTRY_CONFIG}
+    return build_recipe_image(client, REGISTRY_IMAGE, files, RECIPE_VERSION, error=RegistryError)
 
 
 def _labels(registry: LocalRegistry) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import StackError
-from ops.transport.docker import find_image, local_client
+from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
 
 if TYPE_CHECKING:
     import docker
@@ -59,39 +59,24 @@ def ensure_toolbox_image(client: docker.DockerClient, reporter: Reporter) -> str
     """Build the toolbox image once (rebuilt only when its recipe changes); returns its name."""
     import docker
 
-    image = find_image(client, TOOLBOX_IMAGE)
-    if image is not None and image.labels.get("opskit.recipe") == RECIPE_VERSION:
+    if recipe_image(client, TOOLBOX_IMAGE, RECIPE_VERSION) is not None:
         reporter.step("local", "toolbox image", OK, TOOLBOX_IMAGE)
         return TOOLBOX_IMAGE
+    image = find_image(client, TOOLBOX_IMAGE)  # an older recipe's, removed once the new one is built
     if find_image(client, BASE_IMAGE) is None:
         raise StackError(
             f"the base image {BASE_IMAGE} is missing from the local engine",
             hint="`inv lab.up` (ops.lab.ensure_base_image) builds it with debootstrap",
         )
     reporter.step("local", "toolbox image", CHANGED, f"building {TOOLBOX_IMAGE} (apt, about a minute)")
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = TOOLBOX_DOCKERFILE.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    try:
-        client.images.build(
-            fileobj=context,
-            custom_context=True,
-            tag=TOOLBOX_IMAGE,
-            labels={"opskit.recipe": RECIPE_VERSION, LABEL: "image"},
-            rm=True,
-        )
-    except docker.errors.BuildError as error:
-        lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in error.build_log]
-        last = [line for line in lines if line][-1:] or ["no output"]
-        raise StackError(
-            f"building {TOOLBOX_IMAGE} failed: {last[0]}", hint="check access to the Debian mirror"
-        ) from None
-    except docker.errors.APIError as error:
-        raise StackError(f"building {TOOLBOX_IMAGE} failed: {error.explanation}") from None
+    build_recipe_image(
+        client,
+        TOOLBOX_IMAGE,
+        {"Dockerfile": TOOLBOX_DOCKERFILE},
+        RECIPE_VERSION,
+        labels={LABEL: "image"},
+        error=StackError,
+    )
     if image is not None and image.labels.get(LABEL) == "image":
         # The previous recipe's toolbox, now untagged; ours to remove, kept if something uses it.
         with contextlib.suppress(docker.errors.APIError):

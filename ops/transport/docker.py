@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ops.errors import HostError
+from ops.errors import HostError, OpsError
 
 if TYPE_CHECKING:
     import docker
@@ -69,3 +72,48 @@ def remote_client(runner: Runner, where: str) -> docker.DockerClient:
     client = docker.DockerClient.__new__(docker.DockerClient)
     client.api = api
     return client
+
+
+RECIPE_LABEL = "opskit.recipe"  # on images opskit builds from a recipe of its own: which version
+
+
+def recipe_image(client: docker.DockerClient, tag: str, recipe: str) -> Any:
+    """The local image `tag` if it was built from this recipe version, else None (missing or older)."""
+    image = find_image(client, tag)
+    return image if image is not None and image.labels.get(RECIPE_LABEL) == recipe else None
+
+
+def build_recipe_image(
+    client: docker.DockerClient,
+    tag: str,
+    files: Mapping[str, str | tuple[str, int]],
+    recipe: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    error: type[OpsError] = OpsError,
+    hint: str = "check access to the Debian mirror",
+) -> Any:
+    """Build `tag` on client's engine from files held in memory (name -> text, or (text, mode)),
+    labelled with the recipe version; a failed build is one `error` line with the build's last words."""
+    import docker
+
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, content in files.items():
+            text, mode = content if isinstance(content, tuple) else (content, 0o644)
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    try:
+        image, _ = client.images.build(
+            fileobj=context, custom_context=True, tag=tag, labels={RECIPE_LABEL: recipe, **(labels or {})}, rm=True
+        )
+    except docker.errors.BuildError as failed:
+        lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in failed.build_log]
+        last = [line for line in lines if line][-1:] or ["no output"]
+        raise error(f"building {tag} failed: {last[0][:300]}", hint=hint) from None
+    except docker.errors.APIError as failed:
+        raise error(f"building {tag} failed: {failed.explanation or failed}", hint=hint) from None
+    return image

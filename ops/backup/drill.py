@@ -31,6 +31,7 @@ from ops.host.labels import PROJECT_LABEL
 from ops.host.layout import ProjectLayout
 from ops.stack.compose import duration_seconds
 from ops.transport import Fleet, Host
+from ops.transport.shell import last_line
 
 COPY_FILE = "compose.json"
 # A service's network attachment keeps its aliases; fixed addresses belong to the stack's networks.
@@ -129,7 +130,14 @@ class StackCopy:
 
     def compose(self, args: str, timeout: float = 600) -> None:
         project, directory = shlex.quote(self.plan.project), shlex.quote(self.directory)
-        self.host.run(f"cd {directory} && docker compose -p {project} -f {COPY_FILE} {args}", timeout=timeout)
+        done = self.host.run(
+            f"cd {directory} && docker compose -p {project} -f {COPY_FILE} {args}", check=False, timeout=timeout
+        )
+        if not done.ok:
+            raise BackupError(
+                f"docker compose {args.split()[0]} of the copy exited {done.exit_code}: "
+                f"{last_line(done.stderr or done.stdout)}"
+            )
 
     def write(self) -> None:
         # The rendered config holds the stack's environment (secrets too): only the deploy user reads it.
@@ -223,11 +231,15 @@ def run_drill(
     current = releases.current()
     if current is None:
         raise BackupError(f"no current release of {env.project} on {host.name}: the copy runs the current one")
-    rendered = host.run(releases.compose_command(current, "config --format json"), timeout=120).stdout
+    rendered = host.run(releases.compose_command(current, "config --format json"), check=False, timeout=120)
     try:
-        config = json.loads(rendered)
+        config = json.loads(rendered.stdout) if rendered.ok else None
     except json.JSONDecodeError:
-        raise BackupError(f"docker compose config of release {current.id} gave no JSON") from None
+        config = None
+    if not isinstance(config, dict):
+        raise BackupError(
+            f"docker compose config of release {current.id} failed: {last_line(rendered.stderr or rendered.stdout)}"
+        )
     plan = plan_copy(config, env.project, snapshot.id, [r.volume for r in records], env.deploy.health_timeout)
     copy = StackCopy(host, plan, env.project)
     try:

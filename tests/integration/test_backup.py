@@ -183,9 +183,7 @@ def test_drill_restores_a_throwaway_copy_checks_every_volume_and_removes_it(bk: 
         good = [s for s in list_snapshots(backups) if s.complete]
     snapshot = good[-1]
     stack = host.run("docker ps -q --filter label=com.docker.compose.project=demo | sort").stdout
-    started = time.monotonic()
     done = opskit(lab.root, "backup.drill", "--env", ENV, "--snapshot", snapshot.id)
-    seconds = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"drill: snapshot {snapshot.id} on {host.name} ok, 3 volumes usable" in done.stdout, done.stdout
     record = json.loads((snapshot.path / "drill.json").read_text())
@@ -200,7 +198,6 @@ def test_drill_restores_a_throwaway_copy_checks_every_volume_and_removes_it(bk: 
     assert drill_leftovers(host, record["project"]) == ""
     assert host.run("docker ps -q --filter label=com.docker.compose.project=demo | sort").stdout == stack
     assert healthy(host) == []
-    print(f"drill took {seconds:.1f} s")
 
 
 def test_drill_of_a_corrupted_archive_fails_naming_it(bk: tuple[Lab, Path, Host]) -> None:

@@ -7,26 +7,33 @@ on disk, so an interrupted or failed backup never looks complete. This package n
 
 Where things are: model (the values), facts (what a host has), recipes/ (how each kind of volume
 is archived, checked and restored), stores (where archives go), catalogue (the snapshots here),
-take, verify, restore, retention, schedule, offsite (the commands).
+take, verify, restore, drill (a restore into a throwaway copy of the stack, checked), retention,
+schedule, offsite (the commands).
 """
 
 from ops.backup.catalogue import (
+    DRILL,
     INFO,
     MANIFEST,
     PARTIAL,
     backup_info,
     find_snapshot,
+    last_drill,
     list_snapshots,
     new_snapshot_id,
     read_snapshot,
     target_dir,
+    write_drill,
 )
 from ops.backup.commands import as_root, compression_level, compressor, decompressor, tar_command
+from ops.backup.drill import CopyPlan, drill, drill_project, plan_copy
 from ops.backup.facts import parse_containers, parse_volumes, read_volume_facts
 from ops.backup.model import (
     ArchiveRecord,
     BackupResult,
     ContainerFact,
+    DrilledVolume,
+    DrillResult,
     OffsiteResult,
     PruneResult,
     RestoreResult,
@@ -38,14 +45,15 @@ from ops.backup.offsite import copy_offsite, offsite_target
 from ops.backup.recipes import RECIPES, Recipe, detect, detect_recipe
 from ops.backup.recipes.postgres import pg_dump_command, psql_restore_command
 from ops.backup.recipes.prometheus import snapshot_name
-from ops.backup.restore import restore, restore_command, restore_selection
+from ops.backup.restore import RestoreTarget, restore, restore_command, restore_selection
 from ops.backup.retention import RetentionPolicy, prune, retention
-from ops.backup.schedule import check_cron, cron_line, edit_crontab, schedule
+from ops.backup.schedule import check_cron, cron_line, drill_cron_line, edit_crontab, schedule
 from ops.backup.stores import ArchiveStore, HostStore, LocalStore, host_store, sha256_file, snapshot_store
 from ops.backup.take import BackupOptions, VolumePlan, archive_volume, backup_all, plan_volume, select_volumes
 from ops.backup.verify import test_extract_command, verify
 
 __all__ = [
+    "DRILL",
     "INFO",
     "MANIFEST",
     "PARTIAL",
@@ -55,12 +63,16 @@ __all__ = [
     "BackupOptions",
     "BackupResult",
     "ContainerFact",
+    "CopyPlan",
+    "DrillResult",
+    "DrilledVolume",
     "HostStore",
     "LocalStore",
     "OffsiteResult",
     "PruneResult",
     "Recipe",
     "RestoreResult",
+    "RestoreTarget",
     "RetentionPolicy",
     "Snapshot",
     "VerifyResult",
@@ -78,15 +90,20 @@ __all__ = [
     "decompressor",
     "detect",
     "detect_recipe",
+    "drill",
+    "drill_cron_line",
+    "drill_project",
     "edit_crontab",
     "find_snapshot",
     "host_store",
+    "last_drill",
     "list_snapshots",
     "new_snapshot_id",
     "offsite_target",
     "parse_containers",
     "parse_volumes",
     "pg_dump_command",
+    "plan_copy",
     "plan_volume",
     "prune",
     "psql_restore_command",
@@ -105,4 +122,5 @@ __all__ = [
     "target_dir",
     "test_extract_command",
     "verify",
+    "write_drill",
 ]

@@ -1,6 +1,7 @@
 """The snapshot catalogue on this machine: snapshot ids, manifest.json and BACKUP_INFO.md written
-and read, snapshots listed and found. A snapshot is `<id>.partial/` until its manifest says
-complete and it is renamed; nothing here talks to a host."""
+and read, snapshots listed and found, and each snapshot's last restore drill (drill.json). A
+snapshot is `<id>.partial/` until its manifest says complete and it is renamed; nothing here talks
+to a host."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ops import __version__
-from ops.backup.model import ArchiveRecord, Snapshot
+from ops.backup.model import ArchiveRecord, DrillResult, Snapshot
 from ops.config import Environment
 from ops.errors import BackupError
 from ops.host.layout import ProjectLayout
 
 MANIFEST = "manifest.json"
 INFO = "BACKUP_INFO.md"
+DRILL = "drill.json"
 PARTIAL = ".partial"
 FORMAT = 1
 
@@ -81,6 +83,27 @@ def find_snapshot(directory: Path, wanted: str | None) -> Snapshot:
     if matches:
         raise BackupError(f"snapshot {wanted!r} is ambiguous", hint=f"matches: {', '.join(s.id for s in matches)}")
     raise BackupError(f"no complete snapshot {wanted!r} in {directory}", hint=f"newest: {known}; see inv backup.list")
+
+
+def write_drill(snapshot: Snapshot, result: DrillResult) -> Path:
+    """Record a drill beside the snapshot's manifest (replacing the last one), renamed into place."""
+    path = snapshot.path / DRILL
+    partial = path.with_name(f".{DRILL}.tmp")
+    with partial.open("w") as handle:
+        handle.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path
+
+
+def last_drill(snapshot: Snapshot) -> DrillResult | None:
+    """The snapshot's last restore drill (passed or failed); None when it was never drilled."""
+    try:
+        data = json.loads((snapshot.path / DRILL).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return DrillResult.from_dict(data) if isinstance(data, dict) else None
 
 
 def host_dirname(host: str) -> str:

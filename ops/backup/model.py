@@ -158,3 +158,61 @@ class OffsiteResult:
     target: str
     copied: bool  # False: it was there already
     bytes: int = 0
+
+
+@dataclass(frozen=True)
+class DrilledVolume:
+    """One volume of a drill: restored into the copy and checked by its recipe."""
+
+    host: str
+    volume: str
+    recipe: str
+    summary: str  # the recipe check's one line
+    seconds: float  # restore and check
+
+
+@dataclass
+class DrillResult:
+    """A restore drill of a snapshot, as recorded in the snapshot's drill.json."""
+
+    snapshot: str
+    host: str
+    project: str  # the throwaway copy's compose project
+    when: str  # ISO time the drill started
+    volumes: list[DrilledVolume] = field(default_factory=list)
+    error: str = ""  # one line naming the volume (or the copy) and the cause; "" when it passed
+    seconds: float = 0.0
+    left: str = ""  # what of the copy could not be removed from the host ("" when nothing is left)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.volumes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "host": self.host,
+            "project": self.project,
+            "when": self.when,
+            "ok": self.ok,
+            "error": self.error,
+            "seconds": round(self.seconds, 2),
+            "left": self.left,
+            "volumes": [asdict(volume) for volume in self.volumes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DrillResult:
+        known = set(DrilledVolume.__dataclass_fields__)
+        return cls(
+            snapshot=str(data.get("snapshot", "")),
+            host=str(data.get("host", "")),
+            project=str(data.get("project", "")),
+            when=str(data.get("when", "")),
+            volumes=[
+                DrilledVolume(**{k: v for k, v in item.items() if k in known}) for item in data.get("volumes", [])
+            ],
+            error=str(data.get("error", "")) or ("" if data.get("ok") else "recorded as failed"),
+            seconds=float(data.get("seconds", 0.0)),
+            left=str(data.get("left", "")),
+        )

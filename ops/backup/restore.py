@@ -1,13 +1,14 @@
 """Restoring a snapshot: stop the services of each chosen volume, put the archive back (its recipe
 says how), start them again and wait until the whole project is healthy. Under the deploy lock;
-services come back even when a restore fails."""
+services come back even when a restore fails. A RestoreTarget points one volume's restore at
+another project (a drill's copy) instead of the stack."""
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from ops.backup.age import age_identity
 from ops.backup.catalogue import find_snapshot, target_dir
@@ -26,7 +27,15 @@ from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL
 from ops.host.lock import held
 from ops.transport import Fleet, Host
 
-__all__ = ["psql_restore_command", "restore", "restore_command", "restore_selection"]
+__all__ = [
+    "RestoreTarget",
+    "psql_restore_command",
+    "restore",
+    "restore_command",
+    "restore_selection",
+    "restore_volume",
+    "stack_target",
+]
 
 
 def restore_selection(snapshot: Snapshot, volume: str | None, host: str | None) -> list[ArchiveRecord]:
@@ -95,12 +104,44 @@ def restore(
     return result
 
 
+@dataclass(frozen=True)
+class RestoreTarget:
+    """The compose project archives go back into on a host: the stack itself, or a drill's copy of
+    it. volume_names maps a compose volume name to the engine's name there (a volume not in it keeps
+    the name it was archived from); start brings up services that have no container (None: none)."""
+
+    project: str
+    volume_names: Mapping[str, str] = field(default_factory=dict)
+    start: Callable[[list[str]], None] | None = None
+
+    def volume_name(self, record: ArchiveRecord) -> str:
+        return self.volume_names.get(record.volume, record.volume_name)
+
+
+def stack_target(host: Host, project: str) -> RestoreTarget:
+    """The running stack: its own volumes, missing services started from its current release."""
+
+    def start(services: list[str]) -> None:
+        releases = ReleaseStore(host, project)
+        current = releases.get(releases.current_id() or "")
+        if current is not None:
+            # Without --no-deps: under it Compose hashes a service without its depends_on, and the
+            # next plain `up` (a deploy) would recreate it.
+            host.run(
+                releases.compose_command(current, f"up -d --no-build {' '.join(map(shlex.quote, services))}"),
+                check=False,
+                timeout=600,
+            )
+
+    return RestoreTarget(project, start=start)
+
+
 @dataclass
 class VolumeRestore:
     """One archive going back into its volume on a host (the Restoring a recipe is handed)."""
 
     host: Host
-    env: Environment
+    target: RestoreTarget
     snapshot: Snapshot
     store: ArchiveStore
     record: ArchiveRecord
@@ -113,19 +154,18 @@ class VolumeRestore:
         self.store.feed(self.host, command, self.snapshot, self.record, self.reporter, "restore")
 
     def into_volume(self, command: Callable[[str], str]) -> None:
-        host, env, record, reporter = self.host, self.env, self.record, self.reporter
+        host, target, record, reporter = self.host, self.target, self.record, self.reporter
+        volume_name = target.volume_name(record)
         running = [c.name for c in self.users if c.running]
         if running:
             host.run(f"docker stop {' '.join(map(shlex.quote, running))} >/dev/null", timeout=300)
             reporter.step(host.name, "stop", CHANGED, ", ".join(running))
         existing = {v.name: v for v in self.volumes}
-        if record.volume_name not in existing:
-            labels = f"--label {PROJECT_LABEL}={shlex.quote(env.project)} --label {VOLUME_LABEL}={shlex.quote(record.volume)}"
-            host.run(f"docker volume create {labels} {shlex.quote(record.volume_name)} >/dev/null")
-            reporter.step(host.name, "volume", CHANGED, f"created {record.volume_name}")
-        mountpoint = host.run(
-            f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(record.volume_name)}"
-        ).stdout
+        if volume_name not in existing:
+            labels = f"--label {PROJECT_LABEL}={shlex.quote(target.project)} --label {VOLUME_LABEL}={shlex.quote(record.volume)}"
+            host.run(f"docker volume create {labels} {shlex.quote(volume_name)} >/dev/null")
+            reporter.step(host.name, "volume", CHANGED, f"created {volume_name}")
+        mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(volume_name)}").stdout
         try:
             self.feed(command(mountpoint.strip()))
         finally:
@@ -133,25 +173,25 @@ class VolumeRestore:
             if running:
                 host.run(f"docker start {' '.join(map(shlex.quote, running))} >/dev/null", check=False, timeout=300)
             missing = sorted(set(self.services) - {c.service for c in self.users})
-            releases = ReleaseStore(host, env.project)
-            current = releases.get(releases.current_id() or "")
-            if missing and current is not None:
-                # Without --no-deps: under it Compose hashes a service without its depends_on, and the
-                # next plain `up` (a deploy) would recreate it.
-                host.run(
-                    releases.compose_command(current, f"up -d --no-build {' '.join(map(shlex.quote, missing))}"),
-                    check=False,
-                    timeout=600,
-                )
+            if missing and target.start is not None:
+                target.start(missing)
 
 
 def restore_volume(
-    host: Host, env: Environment, snapshot: Snapshot, store: ArchiveStore, record: ArchiveRecord, reporter: Reporter
+    host: Host,
+    env: Environment,
+    snapshot: Snapshot,
+    store: ArchiveStore,
+    record: ArchiveRecord,
+    reporter: Reporter,
+    target: RestoreTarget | None = None,
 ) -> None:
-    """One archive back into its volume on the host, by its recipe, after its checksum is checked
-    where it is stored on the host."""
-    volumes, containers = read_volume_facts(host, env.project)
-    users = [c for c in containers if record.volume_name in c.mounts]
+    """One archive back into its volume on the host (the stack's, or target's: a drill's copy), by
+    its recipe, after its checksum is checked where it is stored on the host."""
+    target = target or stack_target(host, env.project)
+    volumes, containers = read_volume_facts(host, target.project)
+    volume_name = target.volume_name(record)
+    users = [c for c in containers if volume_name in c.mounts]
     services = sorted(set(record.services) | {c.service for c in users if c.service})
     if snapshot.host_dir and store.checksum(host, snapshot, record, reporter) != (record.bytes, record.sha256):
         raise BackupError(
@@ -159,7 +199,7 @@ def restore_volume(
             where=f"{host.name}:{snapshot.host_dir}/{snapshot.id}",
             hint="inv backup.verify",
         )
-    job = VolumeRestore(host, env, snapshot, store, record, reporter, volumes, users, services)
+    job = VolumeRestore(host, target, snapshot, store, record, reporter, volumes, users, services)
     reporter.step(host.name, "restore", CHANGED, recipe_named(record.recipe).restore(job))
 
 

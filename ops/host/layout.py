@@ -1,5 +1,5 @@
-"""Where opskit keeps a project's state on a host: /opt/<project>/ with releases/, current, lock
-and audit.log. Every module that names one of these paths asks this one."""
+"""Where opskit keeps a project's state on a host: /opt/<project>/ with releases/, current, lock,
+audit.log and drills/. Every module that names one of these paths asks this one."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class ProjectLayout:
     @property
     def current(self) -> str:
         return f"{self.base}/current"
+
+    def drill(self, project: str) -> str:
+        """The directory of a restore drill's throwaway copy (its compose file), while it runs."""
+        return f"{self.base}/drills/{project}"
 
     @property
     def lock(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ops.backup import list_snapshots, target_dir
+from ops.backup import last_drill, list_snapshots, target_dir
 from ops.config import Environment
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
 from ops.oncall.preamble import shell_preamble
@@ -356,6 +356,38 @@ def backup_age(env: Environment, now: float | None = None) -> list[Finding]:
     return [Finding("pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")]
 
 
+def backup_drill(env: Environment) -> list[Finding]:
+    """Whether the newest complete snapshot was restored in a drill, and how that went."""
+    complete = [snapshot for snapshot in list_snapshots(target_dir(env)) if snapshot.complete]
+    if not complete:
+        return [Finding("skipped", "no complete snapshot to drill")]
+    newest = max(complete, key=lambda snapshot: snapshot.created_at.timestamp())
+    drilled = last_drill(newest)
+    if drilled is None:
+        earlier = next((d for d in map(last_drill, reversed(complete)) if d is not None), None)
+        since = f" (last drill: {earlier.snapshot}, {'ok' if earlier.ok else 'failed'})" if earlier else ""
+        return [
+            Finding(
+                "warn",
+                f"newest complete backup {newest.id} was never drilled{since}",
+                "inv backup.drill; drill weekly: inv backup.schedule --drill '47 4 * * 0'",
+            )
+        ]
+    if not drilled.ok:
+        return [
+            Finding(
+                "warn",
+                f"the drill of {newest.id} on {drilled.host} failed ({drilled.when}): {drilled.error}",
+                "inv backup.verify; fix the cause, then inv backup.drill",
+            )
+        ]
+    return [
+        Finding(
+            "pass", f"{newest.id} drilled on {drilled.host} ({drilled.when}): {len(drilled.volumes)} volumes usable"
+        )
+    ]
+
+
 # --- the registry: a new check is one function above and one line here ---------------------------
 
 HostCheck = Callable[[HostFacts], list[Finding]]
@@ -374,7 +406,7 @@ HOST_CHECKS: tuple[tuple[str, HostCheck], ...] = (
     ("logs", log_rotation),
     ("lock", deploy_lock),
 )
-LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age),)
+LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age), ("drill", backup_drill))
 CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *LOCAL_CHECKS)))
 
 

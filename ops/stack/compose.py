@@ -128,7 +128,7 @@ def load_stack(directory: Path, compose_bin: Path, rendered_env: Path) -> Stack:
             replicas=int((spec.get("deploy") or {}).get("replicas") or spec.get("scale") or 1),
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
             has_healthcheck=bool(health) and not health.get("disable", False),
-            start_period_s=_seconds(str(health.get("start_period", "0s"))),
+            start_period_s=duration_seconds(str(health.get("start_period", "0s"))),
             published_ports=any(port.get("published") for port in spec.get("ports") or []),
             container_name=str(spec.get("container_name") or ""),
         )
@@ -137,7 +137,7 @@ def load_stack(directory: Path, compose_bin: Path, rendered_env: Path) -> Stack:
     return Stack(directory, files, services)
 
 
-def _seconds(text: str) -> float:
+def duration_seconds(text: str) -> float:
     """Compose durations as `config --format json` prints them (e.g. 1m30s, 500ms, 10s)."""
     total, number = 0.0, ""
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "ns": 1e-9}

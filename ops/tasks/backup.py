@@ -1,4 +1,5 @@
-"""`inv backup.all`, `backup.list`, `backup.verify`, `backup.restore`, `backup.prune`, `backup.schedule`."""
+"""`inv backup.all`, `backup.list`, `backup.verify`, `backup.restore`, `backup.drill`, `backup.prune`,
+`backup.schedule`, `backup.offsite`."""
 
 from __future__ import annotations
 
@@ -160,6 +161,38 @@ def restore(
         raise failed()
 
 
+def drill(c: Context, snapshot: str = "", host: str | None = None, env: str | None = None, json: bool = False) -> None:
+    """Restore a snapshot (default: the newest) into a throwaway copy of the stack on one host,
+    check every volume's data there, and remove the copy; the stack itself is never touched."""
+    from rich.table import Table
+
+    from ops.backup import drill as run_drill
+    from ops.console import ConsoleReporter, console, print_error, print_json
+
+    environment = load_env(c, env)
+    with ConsoleReporter(quiet=json) as reporter:
+        result = run_drill(environment, reporter, snapshot or None, host=host)
+    if json:
+        print_json(result.as_dict())
+    else:
+        if result.volumes:
+            table = Table(title=f"drill of {result.snapshot} on {result.host} ({result.project})")
+            for column in ("volume", "recipe", "check", "seconds"):
+                table.add_column(column)
+            for volume in result.volumes:
+                table.add_row(volume.volume, volume.recipe, volume.summary, f"{volume.seconds:.1f}")
+            console().print(table)
+        state = f"ok, {len(result.volumes)} volumes usable" if result.ok else "FAILED"
+        gone = f"copy left: {result.left}" if result.left else "copy removed"
+        console().print(
+            f"drill: snapshot {result.snapshot} on {result.host} {state} in {result.seconds:.1f} s ({gone})",
+            markup=False,
+        )
+    if not result.ok:
+        print_error(f"drill of {result.snapshot} failed: {result.error}")
+        raise failed()
+
+
 def prune(
     c: Context,
     env: str | None = None,
@@ -195,17 +228,22 @@ def prune(
     )
 
 
-def schedule(c: Context, env: str | None = None, cron: str = "17 3 * * *", remove: bool = False) -> None:
-    """Install the recurring backup (backup.all, verify, prune) in this machine's crontab, or --remove it."""
+def schedule(
+    c: Context, env: str | None = None, cron: str = "17 3 * * *", drill: str = "", remove: bool = False
+) -> None:
+    """Install the recurring backup (backup.all, verify, prune) and, with --drill, a restore drill in
+    this machine's crontab, or --remove them."""
     from ops.backup import schedule as run_schedule
     from ops.console import console
 
     environment = load_env(c, env)
-    line = run_schedule(environment, cron, remove=remove)
+    lines = run_schedule(environment, cron, drill=drill, remove=remove)
     if remove:
         console().print(f"schedule: removed the backup of {environment.name} from the crontab")
     else:
-        console().print(f"schedule: backup of {environment.name} at '{cron}':", line, markup=False)
+        console().print(f"schedule: backup of {environment.name} at '{cron}':", lines, markup=False)
+        if drill:
+            console().print(f"schedule: restore drill at '{drill}'", markup=False)
 
 
 def offsite(c: Context, env: str | None = None, snapshot: str = "", json: bool = False) -> None:
@@ -270,11 +308,24 @@ def collection() -> Collection:
             },
         )
     )
+    namespace.add_task(
+        command(
+            drill,
+            help={
+                "snapshot": "snapshot id or prefix (default: the newest complete one)",
+                "host": "drill this host's archives (default: the first host)",
+            },
+        )
+    )
     namespace.add_task(command(offsite, help={"snapshot": "snapshot id or prefix (default: the newest)"}))
     namespace.add_task(
         command(
             schedule,
-            help={"cron": "cron schedule (default '17 3 * * *': 03:17 daily)", "remove": "remove the entry"},
+            help={
+                "cron": "cron schedule (default '17 3 * * *': 03:17 daily)",
+                "drill": "also a restore drill of the newest snapshot on this schedule, e.g. '47 4 * * 0' (Sundays)",
+                "remove": "remove the entries",
+            },
         )
     )
     return namespace

@@ -166,6 +166,64 @@ def test_verify_names_a_corrupted_archive(bk: tuple[Lab, Path, Host]) -> None:
         shutil.rmtree(copy)
 
 
+def drill_leftovers(host: Host, project: str) -> str:
+    """Containers, volumes and networks of a drill's copy still on the host, and its directory."""
+    label = f"label=com.docker.compose.project={project}"
+    return host.sudo(
+        f"docker ps -aq --filter {label}; docker volume ls -q --filter {label}; "
+        f"docker network ls -q --filter {label}; ls -d /opt/demo/drills/{project} 2>/dev/null; true"
+    ).stdout.strip()
+
+
+def test_drill_restores_a_throwaway_copy_checks_every_volume_and_removes_it(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, host = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    if not good:
+        assert opskit(lab.root, "backup.all", "--env", ENV).returncode == 0
+        good = [s for s in list_snapshots(backups) if s.complete]
+    snapshot = good[-1]
+    stack = host.run("docker ps -q --filter label=com.docker.compose.project=demo | sort").stdout
+    done = opskit(lab.root, "backup.drill", "--env", ENV, "--snapshot", snapshot.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"drill: snapshot {snapshot.id} on {host.name} ok, 3 volumes usable" in done.stdout, done.stdout
+    record = json.loads((snapshot.path / "drill.json").read_text())
+    assert record["ok"] and record["host"] == host.name and record["left"] == ""
+    checks = {volume["volume"]: (volume["recipe"], volume["summary"]) for volume in record["volumes"]}
+    assert set(checks) == {"alertmanager-data", "prometheus-data", "redis-data"}, checks
+    assert checks["redis-data"][0] == "redis" and checks["redis-data"][1].startswith("PING PONG, ")
+    assert int(checks["redis-data"][1].split(", ")[1].split()[0]) >= 1  # the archived keys came back
+    assert checks["prometheus-data"][0] == "prometheus" and checks["prometheus-data"][1].startswith("ready, ")
+    assert checks["alertmanager-data"] == ("files", checks["alertmanager-data"][1])
+    # Nothing of the copy is left, and the stack was never touched (same containers, all healthy).
+    assert drill_leftovers(host, record["project"]) == ""
+    assert host.run("docker ps -q --filter label=com.docker.compose.project=demo | sort").stdout == stack
+    assert healthy(host) == []
+
+
+def test_drill_of_a_corrupted_archive_fails_naming_it(bk: tuple[Lab, Path, Host]) -> None:
+    lab, backups, host = bk
+    good = [s for s in list_snapshots(backups) if s.complete]
+    assert good, "needs the snapshot of the first test"
+    copy = backups / "20990101T000001Z"
+    shutil.copytree(good[-1].path, copy)
+    try:
+        (copy / "drill.json").unlink(missing_ok=True)
+        (archive,) = [r.archive for r in good[-1].archives if r.host == host.name and r.volume == "redis-data"]
+        data = bytearray((copy / archive).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (copy / archive).write_bytes(bytes(data))
+        result = opskit(lab.root, "backup.drill", "--env", ENV, "--snapshot", "20990101T000001Z")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"redis-data: archive {archive} does not match its sha256 (corrupted)" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+        record = json.loads((copy / "drill.json").read_text())
+        assert not record["ok"] and "redis-data" in record["error"]
+        assert drill_leftovers(host, record["project"]) == ""
+    finally:
+        shutil.rmtree(copy)
+
+
 def test_backup_holds_the_deploy_lock_and_waits_for_it_only_when_asked(bk: tuple[Lab, Path, Host]) -> None:
     """A backup reads the volumes under the deploy lock: never while a deploy, rollback or restore
     (or maintenance, here) holds it; the cron entry waits, a person gets the holder at once."""

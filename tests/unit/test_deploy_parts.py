@@ -25,7 +25,7 @@ from ops.errors import DeployError, LockError
 from ops.host.audit import AuditRecord
 from ops.host.lock import DeployLock, LockInfo
 from ops.images.local import base_images, build_if_changed
-from ops.stack.compose import Service, Stack, _seconds, archive, content_digest, render_env
+from ops.stack.compose import Service, Stack, archive, content_digest, duration_seconds, render_env
 from ops.transport import CommandResult, Host
 from tests.fakes import FakeRunner
 
@@ -131,9 +131,9 @@ def test_audit_lines_never_carry_secrets() -> None:
 
 
 def test_compose_durations() -> None:
-    assert _seconds("1m30s") == 90
-    assert _seconds("500ms") == 0.5
-    assert _seconds("0s") == 0
+    assert duration_seconds("1m30s") == 90
+    assert duration_seconds("500ms") == 0.5
+    assert duration_seconds("0s") == 0
 
 
 def test_rendered_env_has_version_vars_and_secrets(tmp_path: Path) -> None:

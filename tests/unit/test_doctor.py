@@ -159,5 +159,5 @@ def test_every_registered_host_check_reports_in_the_registry_order() -> None:
     names = [check.name for check in host_checks(host, "demo")]
     registered = [name for name, _ in HOST_CHECKS]
     assert list(dict.fromkeys(names)) == list(dict.fromkeys(registered))
-    assert (*dict.fromkeys(registered), "backup") == CHECK_NAMES
+    assert (*dict.fromkeys(registered), "backup", "drill") == CHECK_NAMES
     assert probe(None, "nope") == [("local", False, f"unknown doctor check 'nope' (known: {', '.join(CHECK_NAMES)})")]  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """The files recipe, the default: the volume's directory as a compressed tar, unpacked back into
-an emptied volume. It never talks to the service using the volume (redis and prometheus do)."""
+an emptied volume; a drill counts the files restored. It never talks to the service using the
+volume (redis and prometheus do)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import shlex
 from ops.backup.commands import as_root, decompressor, tar_command
 from ops.backup.model import ArchiveRecord, ContainerFact, VolumeFact
 from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring
+from ops.errors import BackupError
+from ops.transport import Host
+from ops.transport.shell import last_line
 
 
 def restore_command(record: ArchiveRecord, mountpoint: str, user: str) -> str:
@@ -40,3 +44,12 @@ class Files:
         record = job.record
         job.into_volume(lambda mountpoint: restore_command(record, mountpoint, job.host.spec.user))
         return f"{record.volume} from {job.snapshot.id} ({', '.join(job.services) or 'no service'})"
+
+    def check(self, host: Host, container: str, mountpoint: str) -> str:
+        counted = host.run(as_root(f"find {shlex.quote(mountpoint)} -type f | wc -l", host.spec.user), check=False)
+        if not counted.ok or not counted.stdout.strip().isdigit():
+            raise BackupError(
+                f"cannot count the files in {mountpoint}: {last_line(counted.stderr or counted.stdout)}",
+                where=host.name,
+            )
+        return f"{int(counted.stdout)} files"

@@ -1,5 +1,6 @@
 """The postgres recipe: pg_dumpall through the running container as one compressed SQL stream,
-loaded back with psql into the running service. It never copies the data directory."""
+loaded back with psql into the running service; a drill lists the restored databases and counts
+their tables. It never copies the data directory."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import shlex
 
 from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, running_container
 from ops.errors import BackupError
+from ops.transport import Host
+from ops.transport.shell import last_line
 
 
 def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL) -> str:
@@ -20,6 +23,36 @@ def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL
 def psql_restore_command(container: str, compression: str) -> str:
     run = 'psql -v ON_ERROR_STOP=1 -q -U "${POSTGRES_USER:-postgres}" -d postgres'
     return f"bash -c {shlex.quote(f'set -o pipefail; {decompressor(compression)} | docker exec -i {shlex.quote(container)} sh -c {shlex.quote(run)} >/dev/null')}"
+
+
+# Each database (templates aside) and its tables outside the catalogues: "name count" lines.
+PG_TABLES = (
+    'u="${POSTGRES_USER:-postgres}"; '
+    'dbs=$(psql -v ON_ERROR_STOP=1 -At -U "$u" -d postgres '
+    '-c "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1"); '
+    "for db in $dbs; do "
+    'n=$(psql -v ON_ERROR_STOP=1 -At -U "$u" -d "$db" -c "SELECT count(*) FROM information_schema.tables '
+    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')\"); "
+    'echo "$db $n"; done'
+)
+
+
+def psql_tables_command(container: str) -> str:
+    """Every database of the container with its count of tables, one `name count` line each."""
+    return f"docker exec {shlex.quote(container)} sh -c {shlex.quote('set -e; ' + PG_TABLES)}"
+
+
+def tables_summary(output: str) -> str:
+    """`name count` lines -> "2 databases, 5 tables (app: 5, postgres: 0)"."""
+    counts = [
+        (name, int(count))
+        for name, _, count in (line.partition(" ") for line in output.split("\n"))
+        if count.strip().isdigit()
+    ]
+    if not counts:
+        raise BackupError(f"psql listed no database: {last_line(output)!r}")
+    listed = ", ".join(f"{name}: {count}" for name, count in counts[:6]) + (", ..." if len(counts) > 6 else "")
+    return f"{len(counts)} databases, {sum(count for _, count in counts)} tables ({listed})"
 
 
 class Postgres:
@@ -48,3 +81,13 @@ class Postgres:
             )
         job.feed(psql_restore_command(live[0].name, job.record.compression))
         return f"{job.record.volume}: dump loaded into {live[0].service}"
+
+    def check(self, host: Host, container: str, mountpoint: str) -> str:
+        container = running_container(container, "psql")
+        listed = host.run(psql_tables_command(container), check=False)
+        if not listed.ok:
+            raise BackupError(
+                f"psql could not list the databases: {last_line(listed.stderr or listed.stdout)}",
+                where=f"{host.name} {container}",
+            )
+        return tables_summary(listed.stdout)

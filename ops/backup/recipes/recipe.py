@@ -1,5 +1,5 @@
 """The Recipe protocol every backup recipe implements, and the two values it shares with take.py and
-restore.py. Types and one naming rule only: no recipe lives here."""
+restore.py (and drill.py). Types and two small rules only: no recipe lives here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Protocol
 
 from ops.backup.model import ArchiveRecord, ContainerFact, Snapshot, VolumeFact
 from ops.console import Reporter
+from ops.errors import BackupError
 from ops.transport import Host
+
+
+def running_container(container: str, what: str) -> str:
+    """The container a check talks to; a BackupError when the copy has none running."""
+    if not container:
+        raise BackupError(f"no running container of the copy mounts the volume ({what} needs one)")
+    return container
 
 
 def called(container: ContainerFact, word: str) -> bool:
@@ -78,3 +86,8 @@ class Recipe(Protocol):
 
     def restore(self, job: Restoring) -> str:
         """Put the archive back; returns what the restore step reports."""
+
+    def check(self, host: Host, container: str, mountpoint: str) -> str:
+        """After a restore into a throwaway copy of the stack, prove the data is usable (through
+        container, the copy's running container that mounts the volume, "" when none does, and
+        mountpoint, the copy's volume on the host); a one-line summary; BackupError when it is not."""

@@ -1,5 +1,6 @@
 """The redis recipe: BGSAVE (and wait for it) in the running container, then the volume as files,
-so the archive holds a dump.rdb no older than the backup. Restores like files."""
+so the archive holds a dump.rdb no older than the backup. Restores like files; a drill asks the
+restored server for PING and DBSIZE."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import time
 
 from ops.backup.model import ContainerFact, VolumeFact
 from ops.backup.recipes.files import Files
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, called
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, called, running_container
 from ops.console import OK
 from ops.errors import BackupError
 from ops.transport import Host
+from ops.transport.shell import last_line
 
 
 def redis_cli(container: str, args: str) -> str:
@@ -49,3 +51,15 @@ class Redis(Files):
         wait_redis_save(job.host, job.container, job.timeout)
         job.reporter.step(job.host.name, "redis BGSAVE", OK, job.container)
         return super().archive(job)
+
+    def check(self, host: Host, container: str, mountpoint: str) -> str:
+        container = running_container(container, "redis-cli")
+        pong = host.run(redis_cli(container, "PING"), check=False)
+        if pong.stdout.strip() != "PONG":
+            raise BackupError(
+                f"redis-cli PING answered {last_line(pong.stdout + pong.stderr)!r}", where=f"{host.name} {container}"
+            )
+        size = host.run(redis_cli(container, "DBSIZE"), check=False).stdout.strip()
+        if not size.isdigit():
+            raise BackupError(f"redis-cli DBSIZE answered {size[-200:]!r}", where=f"{host.name} {container}")
+        return f"PING PONG, {size} keys"

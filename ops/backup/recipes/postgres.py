@@ -7,7 +7,7 @@ import shlex
 
 from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, find_tool
 from ops.errors import BackupError
 
 
@@ -27,9 +27,12 @@ class Postgres:
     suffix = ".sql"
 
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
-        return called(container, "postgres")
+        if called(container, "postgres") or container.runs("postgres", "postmaster", "pg_ctlcluster"):
+            return True
+        return volume is not None and volume.holds("PG_VERSION")
 
     def archive(self, job: ArchiveJob) -> Archiving:
+        find_tool(job.host, job.container, "pg_dumpall")  # none: take.py stops or refuses, never tars
         return Archiving(pg_dump_command(job.container, job.compression, job.level))
 
     def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:

@@ -311,3 +311,12 @@ def test_a_sqlite_app_labelled_never_stop_is_refused(tmp_path: Path) -> None:
     plan = plan_volume(volume("sqlite:notes.db"), [box("app", "acme/notes:1", opskit_backup_stop="false")])
     with pytest.raises(VolumeRefused, match="service app"):
         archive_volume(Host(HostSpec("h1"), FakeRunner()), plan, LocalStore(tmp_path), "s1", RecordingReporter())
+
+
+def test_a_postgres_restore_leaves_out_dropping_and_creating_the_role_it_is_logged_in_as() -> None:
+    from ops.backup.recipes.postgres import psql_restore_command
+
+    (script,) = _inner_scripts(psql_restore_command("notes-db-1", "zstd"))
+    assert 'u="${POSTGRES_USER:-postgres}"' in script
+    assert "/^DROP ROLE IF EXISTS $u;\\$/d" in script and "/^CREATE ROLE $u;\\$/d" in script
+    assert script.endswith('psql -v ON_ERROR_STOP=1 -q -U "$u" -d postgres')

@@ -18,7 +18,14 @@ def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL
 
 
 def psql_restore_command(container: str, compression: str) -> str:
-    run = 'psql -v ON_ERROR_STOP=1 -q -U "${POSTGRES_USER:-postgres}" -d postgres'
+    # pg_dumpall --clean drops and creates every role, the one psql is logged in as too: PostgreSQL
+    # refuses that ("current user cannot be dropped"), and under ON_ERROR_STOP the load would stop
+    # after the databases were dropped. Those two lines are left out, in the container.
+    run = (
+        'u="${POSTGRES_USER:-postgres}"; '
+        'sed -e "/^DROP ROLE IF EXISTS $u;\\$/d" -e "/^CREATE ROLE $u;\\$/d" | '
+        'psql -v ON_ERROR_STOP=1 -q -U "$u" -d postgres'
+    )
     return f"bash -c {shlex.quote(f'set -o pipefail; {decompressor(compression)} | docker exec -i {shlex.quote(container)} sh -c {shlex.quote(run)} >/dev/null')}"
 
 

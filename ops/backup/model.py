@@ -15,6 +15,19 @@ class VolumeFact:
     name: str  # the engine's name, e.g. demo_redis-data
     key: str  # the compose name, e.g. redis-data
     mountpoint: str
+    # What the volume holds that says which program wrote it, as paths relative to the mountpoint:
+    # database markers (PG_VERSION, ibdata1, mysql/, WiredTiger, dump.rdb, appendonlydir) and
+    # SQLite files ("sqlite:" + the path of a file with SQLite's header). See facts.py.
+    contents: tuple[str, ...] = ()
+
+    def holds(self, *markers: str) -> bool:
+        """Whether a marker (a file or directory name, "mysql/" for a directory) is in the volume."""
+        names = {entry.rstrip("/").rsplit("/", 1)[-1] + ("/" if entry.endswith("/") else "") for entry in self.contents}
+        return any(marker in names for marker in markers)
+
+    @property
+    def sqlite_files(self) -> tuple[str, ...]:
+        return tuple(entry.removeprefix("sqlite:") for entry in self.contents if entry.startswith("sqlite:"))
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,12 @@ class ContainerFact:
     running: bool
     labels: dict[str, str] = field(default_factory=dict)
     mounts: dict[str, str] = field(default_factory=dict)  # volume name -> path in the container
+    command: tuple[str, ...] = ()  # the image's entrypoint then command, as configured
+
+    def runs(self, *programs: str) -> bool:
+        """Whether the container's entrypoint or command starts one of programs (by file name)."""
+        words = " ".join(self.command).split()  # a `sh -c "exec mysqld ..."` command counts too
+        return any(word.rsplit("/", 1)[-1] in programs for word in words if not word.startswith("-"))
 
 
 @dataclass(frozen=True)

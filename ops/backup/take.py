@@ -1,6 +1,6 @@
 """Taking a snapshot: which volumes, which recipe and hooks for each (the plan), then every host's
 archives written into the store under the deploy lock, the catalogue entry last. A failed or
-interrupted backup never looks complete."""
+interrupted backup never looks complete; a live database is never tarred while it runs."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ from ops.backup.catalogue import (
 from ops.backup.commands import DEFAULT_LEVEL, EXTENSIONS, as_root, compression_level
 from ops.backup.facts import read_volume_facts
 from ops.backup.model import ArchiveRecord, BackupResult, ContainerFact, Snapshot, VolumeFact
-from ops.backup.recipes import DEFAULT, RECIPES, ArchiveJob, detect, recipe_named
+from ops.backup.recipes import DEFAULT, RECIPES, ArchiveJob, Archiving, RecipeUnusable, detect, recipe_named
 from ops.backup.stores import ArchiveStore, LocalStore, host_store
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
 from ops.deploy.releases import ReleaseStore
 from ops.errors import BackupError, OpsError
-from ops.host.labels import BACKUP_POST_LABEL, BACKUP_PRE_LABEL, BACKUP_STOP_LABEL
+from ops.host.labels import BACKUP_POST_LABEL, BACKUP_PRE_LABEL, BACKUP_RECIPE_LABEL, BACKUP_STOP_LABEL
 from ops.host.lock import held
 from ops.transport import Fleet, Host
 from ops.transport.shell import last_line
@@ -55,6 +55,8 @@ class VolumePlan:
     services: tuple[str, ...]
     recipe: str  # a name in ops.backup.recipes.RECIPES
     recipe_container: str = ""  # container the recipe talks to
+    recipe_service: str = ""  # ... and its service
+    recipe_stop: str = ""  # ... and its opskit.backup.stop label ("" when unset)
     pre: tuple[tuple[str, str], ...] = ()  # (container, command)
     post: tuple[tuple[str, str], ...] = ()
     stop: tuple[str, ...] = ()  # containers stopped while archiving (always started again)
@@ -62,23 +64,29 @@ class VolumePlan:
 
     @property
     def archive_name(self) -> str:
-        return f"{self.volume.key}{RECIPES[self.recipe].suffix}{EXTENSIONS[self.compression]}"
+        return self.archive_name_for(self.recipe)
+
+    def archive_name_for(self, recipe: str) -> str:
+        return f"{self.volume.key}{RECIPES[recipe].suffix}{EXTENSIONS[self.compression]}"
 
 
 def plan_volume(volume: VolumeFact, containers: Sequence[ContainerFact], compression: str = "zstd") -> VolumePlan:
     users = [c for c in containers if volume.name in c.mounts]
     stop = tuple(c.name for c in users if c.running and c.labels.get(BACKUP_STOP_LABEL, "").lower() == "true")
-    recipe, recipe_container = DEFAULT.name, ""
-    for container in users:
-        found = detect(container, volume)
-        if found is not DEFAULT and container.running and container.name not in stop:
-            recipe, recipe_container = found.name, container.name
-            break
+    live = [c for c in users if c.running and c.name not in stop]
+    # A container recognised by its name or command first (the database), then by the volume's
+    # contents (a sidecar mounting a database's volume is not the database).
+    chosen = next(
+        ((c, r) for seen in (None, volume) for c in live if (r := detect(c, seen)) is not DEFAULT),
+        None,
+    )
     return VolumePlan(
         volume=volume,
         services=tuple(sorted({c.service for c in users if c.service})),
-        recipe=recipe,
-        recipe_container=recipe_container,
+        recipe=chosen[1].name if chosen else DEFAULT.name,
+        recipe_container=chosen[0].name if chosen else "",
+        recipe_service=chosen[0].service if chosen else "",
+        recipe_stop=chosen[0].labels.get(BACKUP_STOP_LABEL, "").strip().lower() if chosen else "",
         pre=tuple((c.name, c.labels[BACKUP_PRE_LABEL]) for c in users if c.running and c.labels.get(BACKUP_PRE_LABEL)),
         post=tuple(
             (c.name, c.labels[BACKUP_POST_LABEL]) for c in users if c.running and c.labels.get(BACKUP_POST_LABEL)
@@ -109,6 +117,35 @@ def run_hooks(host: Host, hooks: Iterable[tuple[str, str]], what: str, reporter:
         reporter.step(host.name, f"{what} hook", OK, container)
 
 
+class VolumeRefused(BackupError):
+    """A volume holding a live database its recipe cannot dump, whose container may not be stopped:
+    not archived (the other volumes are)."""
+
+
+def fallback_archive(
+    host: Host, plan: VolumePlan, error: RecipeUnusable, job: ArchiveJob, reporter: Reporter
+) -> tuple[str, Archiving]:
+    """The recipe cannot run: stop its container and archive the files when that is allowed (the
+    caller starts it again), else refuse the volume. Returns (the recipe recorded, what to archive)."""
+    allowed = plan.recipe_stop == "true" or (error.stop_is_safe and plan.recipe_stop != "false")
+    service = plan.recipe_service or plan.recipe_container
+    if not allowed:
+        raise VolumeRefused(
+            f"volume {plan.volume.key} of service {service} holds a live {plan.recipe} database and "
+            f"{error.message}: not archived while it runs",
+            where=host.name,
+            hint=f'label {service} opskit.backup.stop: "true" to stop it for the archive, or '
+            f"{BACKUP_RECIPE_LABEL}: <a recipe that can run in it>",
+        )
+    host.run(f"docker stop {shlex.quote(plan.recipe_container)} >/dev/null", timeout=job.timeout)
+    reporter.step(
+        host.name, "stop", CHANGED, f"{plan.recipe_container} while {plan.volume.key} is archived ({error.message})"
+    )
+    # A recipe whose archive is a tar anyway (sqlite) keeps its name: it restores and checks it.
+    recipe = plan.recipe if RECIPES[plan.recipe].suffix == DEFAULT.suffix else DEFAULT.name
+    return recipe, DEFAULT.archive(job)
+
+
 def archive_volume(
     host: Host,
     plan: VolumePlan,
@@ -127,7 +164,7 @@ def archive_volume(
     recipe = recipe_named(plan.recipe)
     cleanup = ""
     stopped: list[str] = []
-    relative = f"{host_dirname(host.name)}/{plan.archive_name}{'.age' if encrypted else ''}"
+    recipe_used = plan.recipe
     try:
         run_hooks(host, plan.pre, "pre", reporter)
         for container in plan.stop:
@@ -135,8 +172,13 @@ def archive_volume(
             stopped.append(container)
             reporter.step(host.name, "stop", CHANGED, f"{container} while {plan.volume.key} is archived")
         job = ArchiveJob(host, plan.volume, plan.recipe_container, plan.compression, level, timeout, reporter)
-        archiving = recipe.archive(job)
+        try:
+            archiving = recipe.archive(job)
+        except RecipeUnusable as error:
+            recipe_used, archiving = fallback_archive(host, plan, error, job, reporter)
+            stopped.append(plan.recipe_container)
         cleanup = archiving.cleanup
+        relative = f"{host_dirname(host.name)}/{plan.archive_name_for(recipe_used)}{'.age' if encrypted else ''}"
         progress = reporter.transfer(host.name, plan.volume.key)
         size, digest = store.write(host, archiving.command, snapshot_id, relative, progress)
     finally:
@@ -155,14 +197,14 @@ def archive_volume(
         host.name,
         "archive",
         CHANGED,
-        f"{plan.volume.key} ({plan.recipe}) {size / 1e6:.1f} MB in {seconds:.1f} s",
+        f"{plan.volume.key} ({recipe_used}) {size / 1e6:.1f} MB in {seconds:.1f} s",
     )
     return ArchiveRecord(
         host=host.name,
         volume=plan.volume.key,
         volume_name=plan.volume.name,
         services=plan.services,
-        recipe=plan.recipe,
+        recipe=recipe_used,
         archive=relative,
         compression=plan.compression,
         bytes=size,
@@ -241,6 +283,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         (partial / MANIFEST).write_text(manifest_text(snapshot, env))
     reporter.info(f"snapshot {snapshot_id} -> {f'{on_host.base} on each host' if on_host else target}")
     hosts_info: dict[str, dict[str, str]] = {}
+    refused: list[str] = []  # one line per volume not archived (see VolumeRefused)
 
     def one(host: Host) -> list[ArchiveRecord]:
         volumes, containers = read_volume_facts(host, env.project)
@@ -263,8 +306,8 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         records = []
         for volume in chosen:
             plan = plan_volume(volume, containers, compression)
-            records.append(
-                archive_volume(
+            try:
+                record = archive_volume(
                     host,
                     plan,
                     store,
@@ -275,7 +318,11 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
                     release=info["release"],
                     encrypted=bool(encrypt_to),
                 )
-            )
+            except VolumeRefused as error:
+                refused.append(error.one_line())
+                reporter.step(host.name, "refused", FAILED, error.one_line())
+                continue
+            records.append(record)
         return records
 
     errors: list[str] = []
@@ -305,7 +352,9 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
                     errors.append(item.error.one_line())
                     reporter.step(item.host, "backup", FAILED, item.error.one_line())
                 snapshot.archives.extend(item.value or [])
-            if not errors and not snapshot.archives:
+            if not snapshot.archives and refused:
+                errors.extend(refused)
+            elif not errors and not snapshot.archives:
                 errors.append("no volume to back up on any host (check BACKUP_INCLUDE / BACKUP_EXCLUDE)")
             if errors:
                 abandon()
@@ -321,5 +370,8 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             abandon()
             raise
     snapshot.path = final
+    # Complete even with a volume refused: every archive it lists is whole and restorable, and
+    # retention keeps an older snapshot's copy of the refused volume (the last copy of a volume is
+    # never pruned). The result is not ok: the run exits 1 naming each refused volume.
     snapshot.complete = True
-    return BackupResult(snapshot, [], time.monotonic() - started)
+    return BackupResult(snapshot, refused, time.monotonic() - started)

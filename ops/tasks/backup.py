@@ -61,8 +61,10 @@ def all_(
     if not result.ok:
         for error in result.errors:
             print_error(error)
-        if not json:
+        if not json and result.snapshot is None:
             print_error("backup failed: no snapshot was marked complete (earlier snapshots are untouched)")
+        elif not json:
+            print_error(f"backup incomplete: {len(result.errors)} volumes not archived (the snapshot holds the others)")
         raise failed()
 
 

@@ -52,7 +52,7 @@ def test_recipe_is_found_from_label_then_image_and_service(
 
 
 def test_an_unknown_recipe_label_is_refused() -> None:
-    fact = ContainerFact("i", "x", "x", "x:1", True, {"opskit.backup.recipe": "mysql"}, {})
+    fact = ContainerFact("i", "x", "x", "x:1", True, {"opskit.backup.recipe": "oracle"}, {})
     with pytest.raises(BackupError, match="not a recipe"):
         detect_recipe(fact)
 
@@ -72,14 +72,15 @@ def test_prometheus_snapshot_answer() -> None:
 
 
 def test_every_recipe_names_its_archive_and_how_it_is_checked() -> None:
-    assert list(RECIPES) == ["files", "postgres", "redis", "prometheus"]  # detection order; files last resort
+    # detection order; files last resort
+    assert list(RECIPES) == ["files", "postgres", "mysql", "mongodb", "redis", "prometheus", "sqlite"]
     for name, recipe in RECIPES.items():
         plan = plan_volume(REDIS_VOLUME, [])
         assert recipe.name == name
         check = recipe.test_extract_command("gzip", "/scratch", "root")
         assert check.startswith("bash -c") and "gzip -dc" in check
-        if name == "postgres":
-            assert recipe.suffix == ".sql" and "> /dev/null" in check and "tar" not in check
+        if name in ("postgres", "mysql", "mongodb"):
+            assert recipe.suffix in (".sql", ".archive") and "> /dev/null" in check and "tar" not in check
             assert recipe.tested("h1/db.sql.gz", "0") == "h1/db.sql.gz: dump ok"
         else:
             assert recipe.suffix == ".tar" and "tar -C /scratch --numeric-owner -xf -" in check
@@ -90,24 +91,24 @@ def test_every_recipe_names_its_archive_and_how_it_is_checked() -> None:
 def test_a_new_recipe_is_one_class_and_its_line_in_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     files = RECIPES["files"]
 
-    class Mariadb(type(files)):  # type: ignore[misc]
-        name = "mariadb"
+    class Cockroach(type(files)):  # type: ignore[misc]
+        name = "cockroach"
         suffix = ".sql"
 
         def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
-            return "mariadb" in container.image
+            return "cockroach" in container.image
 
         def archive(self, job: ArchiveJob) -> Archiving:
-            return Archiving(f"docker exec {job.container} mariadb-dump --all-databases")
+            return Archiving(f"docker exec {job.container} cockroach dump --all")
 
-    monkeypatch.setitem(RECIPES, "mariadb", Mariadb())
-    db = container("db", "mariadb:11")
-    assert detect_recipe(db) == "mariadb" and detect(container("web", "nginx:1")).name == "files"
+    monkeypatch.setitem(RECIPES, "cockroach", Cockroach())
+    db = container("db", "cockroach:23")
+    assert detect_recipe(db) == "cockroach" and detect(container("web", "nginx:1")).name == "files"
     plan = plan_volume(REDIS_VOLUME, [db])
-    assert (plan.recipe, plan.archive_name) == ("mariadb", "redis-data.sql.zst")
-    runner = FakeRunner(outputs={"mariadb-dump": b"CREATE DATABASE shop;"})
+    assert (plan.recipe, plan.archive_name) == ("cockroach", "redis-data.sql.zst")
+    runner = FakeRunner(outputs={"cockroach dump": b"CREATE DATABASE shop;"})
     record = archive_volume(Host(HostSpec("h1"), runner), plan, _NoStore(), "x", RecordingReporter())
-    assert record.recipe == "mariadb" and record.archive == "h1/redis-data.sql.zst"
+    assert record.recipe == "cockroach" and record.archive == "h1/redis-data.sql.zst"
 
 
 class _NoStore(LocalStore):
@@ -163,7 +164,7 @@ def test_a_prometheus_archive_is_of_a_tsdb_snapshot_removed_afterwards(tmp_path:
 
 
 def test_a_postgres_archive_is_a_dump_through_the_running_container(tmp_path: Path) -> None:
-    runner = FakeRunner(outputs={"pg_dumpall": b"-- SQL"})
+    runner = FakeRunner({"command -v pg_dumpall": (0, "pg_dumpall\n")}, outputs={"pg_dumpall": b"-- SQL"})
     plan = plan_volume(REDIS_VOLUME, [container("db", "postgres:16")])
     record = archive_volume(Host(HostSpec("h1"), runner), plan, LocalStore(tmp_path), "s1", RecordingReporter())
     assert record.archive == "h1/redis-data.sql.zst" and record.bytes == len(b"-- SQL")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from ops.backup.model import ContainerFact, VolumeFact
 from ops.backup.recipes.files import Files
+from ops.backup.recipes.mongodb import Mongodb
+from ops.backup.recipes.mysql import Mysql
 from ops.backup.recipes.postgres import Postgres
 from ops.backup.recipes.prometheus import Prometheus
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Recipe, Restoring
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Recipe, RecipeUnusable, Restoring
 from ops.backup.recipes.redis import Redis
+from ops.backup.recipes.sqlite import Sqlite
 from ops.errors import BackupError
 from ops.host.labels import BACKUP_RECIPE_LABEL
 
@@ -19,6 +22,7 @@ __all__ = [
     "ArchiveJob",
     "Archiving",
     "Recipe",
+    "RecipeUnusable",
     "Restoring",
     "detect",
     "detect_recipe",
@@ -27,8 +31,11 @@ __all__ = [
 
 
 DEFAULT = Files()
-# Detection asks them in this order; files is the fallback.
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (DEFAULT, Postgres(), Redis(), Prometheus())}
+# Detection asks them in this order (by name and command first, then by the volume's contents);
+# files is the fallback.
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe for recipe in (DEFAULT, Postgres(), Mysql(), Mongodb(), Redis(), Prometheus(), Sqlite())
+}
 
 
 def recipe_named(name: str, where: str = "") -> Recipe:
@@ -43,11 +50,16 @@ def recipe_named(name: str, where: str = "") -> Recipe:
 
 
 def detect(container: ContainerFact, volume: VolumeFact | None = None) -> Recipe:
-    """A label wins; else the first recipe that recognises the container; else files."""
+    """A label wins; else the first recipe that recognises the container by its image, service,
+    entrypoint or command; else the first that recognises the volume's contents; else files."""
     labelled = container.labels.get(BACKUP_RECIPE_LABEL, "").strip().lower()
     if labelled:
         return recipe_named(labelled, container.service or container.name)
-    return next((r for r in RECIPES.values() if r is not DEFAULT and r.detect(container, volume)), DEFAULT)
+    for seen in (None, volume) if volume is not None else (None,):
+        found = next((r for r in RECIPES.values() if r is not DEFAULT and r.detect(container, seen)), None)
+        if found is not None:
+            return found
+    return DEFAULT
 
 
 def detect_recipe(container: ContainerFact) -> str:

@@ -8,7 +8,7 @@ import shlex
 
 from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, running_container
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, find_tool, running_container
 from ops.errors import BackupError
 from ops.transport import Host
 from ops.transport.shell import last_line
@@ -21,7 +21,14 @@ def pg_dump_command(container: str, compression: str, level: int = DEFAULT_LEVEL
 
 
 def psql_restore_command(container: str, compression: str) -> str:
-    run = 'psql -v ON_ERROR_STOP=1 -q -U "${POSTGRES_USER:-postgres}" -d postgres'
+    # pg_dumpall --clean drops and creates every role, the one psql is logged in as too: PostgreSQL
+    # refuses that ("current user cannot be dropped"), and under ON_ERROR_STOP the load would stop
+    # after the databases were dropped. Those two lines are left out, in the container.
+    run = (
+        'u="${POSTGRES_USER:-postgres}"; '
+        'sed -e "/^DROP ROLE IF EXISTS $u;\\$/d" -e "/^CREATE ROLE $u;\\$/d" | '
+        'psql -v ON_ERROR_STOP=1 -q -U "$u" -d postgres'
+    )
     return f"bash -c {shlex.quote(f'set -o pipefail; {decompressor(compression)} | docker exec -i {shlex.quote(container)} sh -c {shlex.quote(run)} >/dev/null')}"
 
 
@@ -60,9 +67,12 @@ class Postgres:
     suffix = ".sql"
 
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
-        return called(container, "postgres")
+        if called(container, "postgres") or container.runs("postgres", "postmaster", "pg_ctlcluster"):
+            return True
+        return volume is not None and volume.holds("PG_VERSION")
 
     def archive(self, job: ArchiveJob) -> Archiving:
+        find_tool(job.host, job.container, "pg_dumpall")  # none: take.py stops or refuses, never tars
         return Archiving(pg_dump_command(job.container, job.compression, job.level))
 
     def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:

@@ -65,7 +65,7 @@ class Prometheus(Files):
     name = "prometheus"
 
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
-        return called(container, "prometheus")
+        return called(container, "prometheus") or container.runs("prometheus")
 
     def archive(self, job: ArchiveJob) -> Archiving:
         answer = job.host.run(prometheus_snapshot_command(job.container), stdin=PROMETHEUS_SNAPSHOT).stdout

@@ -3,6 +3,7 @@ restore.py (and drill.py). Types and two small rules only: no recipe lives here.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +26,30 @@ def called(container: ContainerFact, word: str) -> bool:
     alertmanager is never taken for the prometheus (or anything) its name may mention."""
     words = f"{container.image.split(':')[0].rsplit('/', 1)[-1]} {container.service}".lower()
     return word in words and "alertmanager" not in words
+
+
+def in_container(container: str, script: str, *, stdin: bool = False) -> str:
+    """A sh script run in the container: variables in it (passwords) expand there, never here."""
+    return f"docker exec {'-i ' if stdin else ''}{shlex.quote(container)} sh -c {shlex.quote(script)}"
+
+
+class RecipeUnusable(BackupError):
+    """The recipe fits the volume but cannot run in its container (its dump tool is missing).
+    take.py then stops the container for a plain archive when that is allowed, else refuses the
+    volume; stop_is_safe says the recipe itself allows the stop (a SQLite app without sqlite3)."""
+
+    def __init__(self, message: str, *, where: str | None = None, stop_is_safe: bool = False) -> None:
+        super().__init__(message, where=where)
+        self.stop_is_safe = stop_is_safe
+
+
+def find_tool(host: Host, container: str, *tools: str) -> str:
+    """The first of tools on the container's PATH; RecipeUnusable when there is none."""
+    probe = "; ".join(f"command -v {tool} >/dev/null 2>&1 && {{ echo {tool}; exit 0; }}" for tool in tools)
+    found = host.run(in_container(container, f"{probe}; exit 1"), check=False).stdout.strip()
+    if found not in tools:
+        raise RecipeUnusable(f"the container has no {' or '.join(tools)}", where=f"{host.name} {container}")
+    return found
 
 
 @dataclass(frozen=True)

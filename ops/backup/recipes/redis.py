@@ -45,7 +45,9 @@ class Redis(Files):
     name = "redis"
 
     def detect(self, container: ContainerFact, volume: VolumeFact | None) -> bool:
-        return called(container, "redis")
+        if called(container, "redis") or container.runs("redis-server"):
+            return True
+        return volume is not None and volume.holds("dump.rdb", "appendonlydir")
 
     def archive(self, job: ArchiveJob) -> Archiving:
         wait_redis_save(job.host, job.container, job.timeout)

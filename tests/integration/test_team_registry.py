@@ -39,6 +39,10 @@ from tests.integration.conftest import ProvisionedLab, http_get, opskit
 
 pytestmark = pytest.mark.integration
 
+# A version no earlier test deployed: every host lacks its web image, so it is pulled from the team
+# registry (an image a host already has is not pulled again, and has no digest from there).
+TEAM_VERSION = "v2-team"
+
 PORT = 5443
 USER = "opskit-ci"
 ENV = "itestteam"
@@ -380,16 +384,16 @@ def test_provisioning_installs_the_registry_ca_once(team: TeamRegistry) -> None:
 def test_deploy_goes_through_the_team_registry_and_the_password_shows_nowhere(team: TeamRegistry) -> None:
     lab = team.lab
     with CommandLines(lab) as commands:
-        done = opskit(lab.root, "deploy", "--env", ENV, "--version", "v2")
+        done = opskit(lab.root, "deploy", "--env", ENV, "--version", TEAM_VERSION)
     assert done.returncode == 0, done.stdout + done.stderr
     print("\n" + "\n".join(line for line in done.stdout.splitlines() if "registry" in line or "images" in line))
     print(f"ps: {commands.samples} samples, {len(commands.seen)} distinct command lines")
-    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+    assert [version_on(lab, i) for i in (1, 2)] == [TEAM_VERSION, TEAM_VERSION]
 
     prefix = f"{team.address}/team/demo/"
     for index in (1, 2):
         release = current_release(lab, index)
-        assert release["version"] == "v2"
+        assert release["version"] == TEAM_VERSION
         web = release["digests"]["web"]
         assert web.startswith(prefix + "web@sha256:"), release["digests"]
         # The host pulled it by that digest: the image it runs has it among its repo digests.
@@ -421,7 +425,7 @@ def test_a_wrong_password_is_one_line_and_the_release_keeps_serving(team: TeamRe
     assert f"registry {team.address} refused the credentials of {USER} (login)" in lines[0]
     assert f"env/{WRONG_ENV}.secrets.env" in lines[0]
     assert team.password[::-1] not in done.stdout + done.stderr
-    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+    assert [version_on(lab, i) for i in (1, 2)] == [TEAM_VERSION, TEAM_VERSION]
     assert [current_release(lab, i)["id"] for i in (1, 2)] == before
     assert lock_free(lab)
 
@@ -458,7 +462,7 @@ def test_a_stopped_registry_is_one_line_and_the_release_keeps_serving(team: Team
     print(f"\nregistry stopped: {lines}")
     assert len(lines) == 1, done.stderr
     assert f"registry {team.address} is unreachable from this machine (login)" in lines[0]
-    assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
+    assert [version_on(lab, i) for i in (1, 2)] == [TEAM_VERSION, TEAM_VERSION]
     assert [current_release(lab, i)["id"] for i in (1, 2)] == before
     assert lock_free(lab)
     # A host that cannot reach it says so the same way.

@@ -38,6 +38,7 @@ _UNREACHABLE = (
     "server misbehaving",
     "i/o timeout",
     "timeout exceeded",
+    "context deadline exceeded",  # the engine's HTTP client gave up waiting: nothing answered
     "dial tcp",
 )
 _CUT_OFF = ("unexpected eof", "connection reset", "broken pipe", ": eof", "context canceled")

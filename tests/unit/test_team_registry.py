@@ -277,6 +277,13 @@ HOST_FAULTS = [
     ),
     (
         LOGIN_FAILED,
+        'Error response from daemon: Get "https://registry.example.com:5443/v2/": context deadline exceeded',
+        "a: registry registry.example.com:5443 is unreachable from the host (login): Error response from daemon:"
+        ' Get "https://registry.example.com:5443/v2/": context deadline exceeded'
+        " (is it up, and is REGISTRY right? the host must reach registry.example.com:5443 over HTTPS)",
+    ),
+    (
+        LOGIN_FAILED,
         'Error response from daemon: Get "https://registry.example.com:5443/v2/": tls: failed to verify certificate:'
         " x509: certificate signed by unknown authority",
         "a: registry registry.example.com:5443's TLS certificate is not trusted by the host (login): Error response"

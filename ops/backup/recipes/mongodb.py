@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shlex
 
-from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
+from ops.backup.commands import DEFAULT_LEVEL, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, find_tool, in_container
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, DumpRecipe, Restoring, called, find_tool, in_container
 from ops.errors import BackupError
 from ops.transport import Host
 
@@ -54,7 +54,9 @@ def mongo_check_command(container: str) -> str:
     return in_container(container, script)
 
 
-class Mongodb:
+class Mongodb(DumpRecipe):
+    service_kind = "a MongoDB archive"
+    restore_hint = "start the service, then restore again"
     name = "mongodb"
     suffix = ".archive"
 
@@ -67,22 +69,8 @@ class Mongodb:
         find_tool(job.host, job.container, "mongodump")
         return Archiving(mongo_dump_command(job.container, job.compression, job.level))
 
-    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
-        return as_root(f"{decompressor(compression)} > /dev/null", user)
-
-    def tested(self, archive: str, entries: str) -> str:
-        return f"{archive}: dump ok"
-
     def restore(self, job: Restoring) -> str:
-        live = [c for c in job.users if c.running]
-        if not live:
-            raise BackupError(
-                f"restoring a MongoDB archive needs its service running ({', '.join(job.services)})",
-                where=job.host.name,
-                hint="start the service, then restore again",
-            )
-        job.feed(mongo_restore_command(live[0].name, job.record.compression))
-        return f"{job.record.volume}: archive loaded into {live[0].service}"
+        return self.load(job, mongo_restore_command, loaded="archive")
 
     def check(self, host: Host, container: str, mountpoint: str) -> str:
         where = f"{host.name} {container}"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shlex
 
-from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
+from ops.backup.commands import DEFAULT_LEVEL, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, find_tool, in_container
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, DumpRecipe, Restoring, called, find_tool, in_container
 from ops.errors import BackupError
 from ops.transport import Host
 
@@ -63,7 +63,9 @@ def counted(output: str, what: str, where: str) -> tuple[int, int]:
     return int(lines[-2]), int(lines[-1])
 
 
-class Mysql:
+class Mysql(DumpRecipe):
+    service_kind = "a MySQL/MariaDB dump"
+    restore_hint = "start the service, then restore again"
     name = "mysql"
     suffix = ".sql"
 
@@ -76,22 +78,8 @@ class Mysql:
         find_tool(job.host, job.container, *DUMP_TOOLS)  # no dump tool: take.py stops or refuses
         return Archiving(mysql_dump_command(job.container, job.compression, job.level))
 
-    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
-        return as_root(f"{decompressor(compression)} > /dev/null", user)
-
-    def tested(self, archive: str, entries: str) -> str:
-        return f"{archive}: dump ok"
-
     def restore(self, job: Restoring) -> str:
-        live = [c for c in job.users if c.running]
-        if not live:
-            raise BackupError(
-                f"restoring a MySQL/MariaDB dump needs its service running ({', '.join(job.services)})",
-                where=job.host.name,
-                hint="start the service, then restore again",
-            )
-        job.feed(mysql_restore_command(live[0].name, job.record.compression))
-        return f"{job.record.volume}: dump loaded into {live[0].service}"
+        return self.load(job, mysql_restore_command)
 
     def check(self, host: Host, container: str, mountpoint: str) -> str:
         where = f"{host.name} {container}"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shlex
 
-from ops.backup.commands import DEFAULT_LEVEL, as_root, compressor, decompressor
+from ops.backup.commands import DEFAULT_LEVEL, compressor, decompressor
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.backup.recipes.recipe import ArchiveJob, Archiving, Restoring, called, find_tool, running_container
+from ops.backup.recipes.recipe import ArchiveJob, Archiving, DumpRecipe, Restoring, called, find_tool, running_container
 from ops.errors import BackupError
 from ops.transport import Host
 from ops.transport.shell import last_line
@@ -62,7 +62,8 @@ def tables_summary(output: str) -> str:
     return f"{len(counts)} databases, {sum(count for _, count in counts)} tables ({listed})"
 
 
-class Postgres:
+class Postgres(DumpRecipe):
+    service_kind = "a PostgreSQL dump"
     name = "postgres"
     suffix = ".sql"
 
@@ -75,22 +76,8 @@ class Postgres:
         find_tool(job.host, job.container, "pg_dumpall")  # none: take.py stops or refuses, never tars
         return Archiving(pg_dump_command(job.container, job.compression, job.level))
 
-    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
-        # A dump is only decompressed: its check is zstd's (or gzip's) own.
-        return as_root(f"{decompressor(compression)} > /dev/null", user)
-
-    def tested(self, archive: str, entries: str) -> str:
-        return f"{archive}: dump ok"
-
     def restore(self, job: Restoring) -> str:
-        live = [c for c in job.users if c.running]
-        if not live:
-            raise BackupError(
-                f"restoring a PostgreSQL dump needs its service running ({', '.join(job.services)})",
-                where=job.host.name,
-            )
-        job.feed(psql_restore_command(live[0].name, job.record.compression))
-        return f"{job.record.volume}: dump loaded into {live[0].service}"
+        return self.load(job, psql_restore_command)
 
     def check(self, host: Host, container: str, mountpoint: str) -> str:
         container = running_container(container, "psql")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ops.backup.commands import as_root, decompressor
 from ops.backup.model import ArchiveRecord, ContainerFact, Snapshot, VolumeFact
 from ops.console import Reporter
 from ops.errors import BackupError
@@ -89,6 +90,33 @@ class Restoring(Protocol):
     def into_volume(self, command: Callable[[str], str]) -> None:
         """Stop the volume's containers, create the volume if it is gone, feed command(mountpoint),
         then start them again (and the services that had no container), whatever happened."""
+
+
+class DumpRecipe:
+    """What the dump recipes (postgres, mysql, mongodb) share: an archive that is one dump stream,
+    checked by decompressing it, and loaded back into the service's running container."""
+
+    service_kind = ""  # names the database in messages: "a PostgreSQL dump"
+    restore_hint: str | None = None
+
+    def test_extract_command(self, compression: str, mountpoint: str, user: str) -> str:
+        # A dump is only decompressed: its check is zstd's (or gzip's) own.
+        return as_root(f"{decompressor(compression)} > /dev/null", user)
+
+    def tested(self, archive: str, entries: str) -> str:
+        return f"{archive}: dump ok"
+
+    def load(self, job: Restoring, command: Callable[[str, str], str], loaded: str = "dump") -> str:
+        """Feed the archive to command(container, compression) in the first running user's container."""
+        live = [c for c in job.users if c.running]
+        if not live:
+            raise BackupError(
+                f"restoring {self.service_kind} needs its service running ({', '.join(job.services)})",
+                where=job.host.name,
+                hint=self.restore_hint,
+            )
+        job.feed(command(live[0].name, job.record.compression))
+        return f"{job.record.volume}: {loaded} loaded into {live[0].service}"
 
 
 class Recipe(Protocol):

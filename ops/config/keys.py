@@ -176,6 +176,9 @@ KEYS: dict[str, Key] = {
     "BACKUP_MAX_AGE_HOURS": Key(
         _int(1, 8760), "26", "ops.doctor fails when the newest complete snapshot is older than this"
     ),
+    "BACKUP_DRILL_MAX_AGE_DAYS": Key(
+        _int(1, 3650), "8", "ops.doctor warns when no restore drill passed within this many days"
+    ),
     # Provisioning (ops/provision/settings.py; documented in env/*.env.example).
     "PROVISION_SKIP": Key(
         _words,

@@ -102,6 +102,7 @@ class BackupSettings:
     keep_weekly: int
     keep_monthly: int
     max_age_hours: int
+    drill_max_age_days: int
 
     @classmethod
     def from_values(cls, values: Mapping[str, object]) -> BackupSettings:
@@ -122,4 +123,5 @@ class BackupSettings:
             keep_weekly=_int(values, "BACKUP_KEEP_WEEKLY"),
             keep_monthly=_int(values, "BACKUP_KEEP_MONTHLY"),
             max_age_hours=_int(values, "BACKUP_MAX_AGE_HOURS"),
+            drill_max_age_days=_int(values, "BACKUP_DRILL_MAX_AGE_DAYS"),
         )

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 from invoke.collection import Collection
 
 from ops.tasks.base import command, failed, load_env
+from ops.tasks.notice import notifying
 
 if TYPE_CHECKING:
     from invoke.context import Context
+
+    from ops.backup import BackupResult, DrillResult, RestoreResult
 
 
 def _mb(count: int) -> str:
@@ -29,7 +32,8 @@ def all_(
 ) -> None:
     """Back up every named volume of the stack on every host into a new snapshot (BACKUP_TARGET)."""
     from ops.backup import BackupOptions, backup_all
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import backup_message
 
     environment = load_env(c, env)
     options = BackupOptions(
@@ -39,8 +43,16 @@ def all_(
         target=target or None,
         lock_wait=lock_wait,
     )
-    with ConsoleReporter(quiet=json) as reporter:
-        result = backup_all(environment, reporter, options)
+    with notifying(environment, "backup", f"backup of {environment.name}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = backup_all(environment, reporter, options)
+        note(backup_message(environment, result))
+        _show_backup(result, json)
+
+
+def _show_backup(result: BackupResult, json: bool) -> None:
+    from ops.console import console, print_error, print_json
+
     if json:
         print_json(
             {
@@ -140,7 +152,8 @@ def restore(
     """Restore volumes from a snapshot: stop their services, replace the data, start, health-gate."""
     from ops.backup import find_snapshot, restore_selection, target_dir
     from ops.backup import restore as run_restore
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import restore_message
 
     environment = load_env(c, env)
     # Every check that needs no host runs before the question, so bad input changes nothing.
@@ -148,8 +161,17 @@ def restore(
     records = restore_selection(chosen, volume, host)
     listing = ", ".join(f"{record.volume} on {record.host}" for record in records)
     _confirm(f"restore {listing} from {chosen.id}", yes)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
+    with notifying(environment, "restore", f"restore from {chosen.id}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
+        note(restore_message(environment, result))
+        _show_restore(result, json)
+
+
+def _show_restore(result: RestoreResult, json: bool) -> None:
+    from ops.console import console, print_error, print_json
+
+    chosen = result.snapshot
     if json:
         print_json({"snapshot": chosen.id, "ok": result.ok, "restored": result.restored, "errors": result.errors})
     else:
@@ -166,14 +188,23 @@ def restore(
 def drill(c: Context, snapshot: str = "", host: str | None = None, env: str | None = None, json: bool = False) -> None:
     """Restore a snapshot (default: the newest) into a throwaway copy of the stack on one host,
     check every volume's data there, and remove the copy; the stack itself is never touched."""
-    from rich.table import Table
-
     from ops.backup import drill as run_drill
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import drill_message
 
     environment = load_env(c, env)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_drill(environment, reporter, snapshot or None, host=host)
+    with notifying(environment, "drill", f"restore drill of {snapshot or 'the newest snapshot'}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_drill(environment, reporter, snapshot or None, host=host)
+        note(drill_message(environment, result))
+        _show_drill(result, json)
+
+
+def _show_drill(result: DrillResult, json: bool) -> None:
+    from rich.table import Table
+
+    from ops.console import console, print_error, print_json
+
     if json:
         print_json(result.as_dict())
     else:

@@ -128,7 +128,7 @@ def doctor(
 
     started = time.monotonic()
     environment = load_env(c, env)
-    with notifying(environment, "doctor", f"doctor of {environment.name}", enabled=notify) as note:
+    with notifying(environment, "doctor", "doctor", enabled=notify) as note:
         report = run_doctor(environment, only=[host] if host else None)
         note(doctor_message(environment, report))
     if json:

@@ -85,19 +85,14 @@ def test_a_backup_with_a_refused_volume_names_it_and_its_sizes(tmp_path: Path) -
     assert failed.outcome == "failed" and failed.details == ("lock held by ci",)
 
 
-def test_doctor_tells_only_failing_checks() -> None:
+def test_doctor_tells_only_failing_checks(tmp_path: Path) -> None:
+    env = environment(tmp_path, "")
     quiet = DoctorReport("prod", [Check("disk", "web1", "warn", "86 % used")])
-    assert doctor_message(load_environment_stub(), quiet) is None
+    assert doctor_message(env, quiet) is None
     report = DoctorReport("prod", [Check("disk", "web1", "fail", "97 % used", "free space"), *quiet.checks])
-    message = doctor_message(load_environment_stub(), report)
+    message = doctor_message(env, report)
     assert message is not None and message.field("failing") == "disk on web1"
     assert message.details == ("web1 disk: 97 % used (fix: free space)",)
-
-
-def load_environment_stub() -> Environment:
-    import tempfile
-
-    return environment(Path(tempfile.mkdtemp()), "")
 
 
 def test_delivered_once_with_the_secrets_redacted(tmp_path: Path) -> None:

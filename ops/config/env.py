@@ -23,7 +23,9 @@ ENV_SUFFIX = ".env"
 SECRETS_SUFFIX = ".secrets.env"
 # Secrets read from the process environment when set there, though nothing requires them: the
 # notification URL and the S3 credentials (without both, boto3's own chain: profile, instance role).
-OPERATOR_SECRETS = ("NOTIFY_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")  # never in a stack's .env
+# opskit's own secrets: never in a stack's .env on the hosts (the registry password included: hosts
+# get it on stdin for one login, in a config removed afterwards).
+OPERATOR_SECRETS = ("NOTIFY_URL", "REGISTRY_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
 
 
 class Secrets:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ops.config.envfile import set_keys
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import LabError
+from ops.provision.facts import BOOT_DIR
 from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
 
 if TYPE_CHECKING:
@@ -31,12 +33,21 @@ HOST_IMAGE = "opskit/lab-host:trixie"
 SUITE = "trixie"
 MAX_HOSTS = 9
 LABEL = "opskit.lab"
+BOOT_LOG = "/var/log/opskit-boot.log"
 
-HOST_INIT = """#!/bin/sh
-# PID 1 of a lab host (under docker-init): sshd in the foreground, host keys made on first boot.
+# A lab host boots as a server without systemd would: what provisioning enabled starts (its boot
+# scripts, in order, each bounded so a broken one cannot keep SSH away), then sshd.
+HOST_INIT = f"""#!/bin/sh
+# PID 1 of a lab host (under docker-init): host keys made on first boot, the services provisioning
+# enabled ({BOOT_DIR}/*, in order), then sshd in the foreground.
 set -e
 mkdir -p /run/sshd
 [ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
+for script in {BOOT_DIR}/*; do
+  [ -x "$script" ] || continue
+  echo "lab-init: $script" >>{BOOT_LOG}
+  timeout 60 "$script" >>{BOOT_LOG} 2>&1 </dev/null || echo "lab-init: $script failed, see {BOOT_LOG}" >&2
+done
 exec /usr/sbin/sshd -D -e
 """
 
@@ -259,7 +270,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _wait_for_ssh(port: int, timeout: float = 30) -> None:
+def _wait_for_ssh(port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -327,28 +338,56 @@ def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     return True
 
 
-def _env_text(spec: LabSpec, identity: Path) -> str:
-    root = spec.env_root or spec.checkout
+# The keys lab.up owns in env/<name>.env: where the hosts are and how to log in. Every other line is
+# the user's (STACK_DIR, PROJECT, SECRETS, ...) and survives each lab.up.
+OWNED_KEYS = ("HOSTS", "DEPLOY_USER", "BOOTSTRAP_USER", "SSH_IDENTITY_FILE", "SSH_KNOWN_HOSTS")
+_LEGACY_HEADER = "# Written by `inv lab.up`"
 
-    def shown(path: Path) -> str:
-        try:
-            return str(path.relative_to(root))
-        except ValueError:
-            return str(path)
 
-    hosts = ",".join(f"127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1))
-    lines = [
-        f"# Written by `inv lab.up` for the local lab {spec.lab_id}; lab.up rewrites it.",
-        f"HOSTS={hosts}",
-        "DEPLOY_USER=deploy",
-        "BOOTSTRAP_USER=root",
-        f"SSH_IDENTITY_FILE={shown(identity)}",
-        f"SSH_KNOWN_HOSTS={shown(spec.state_dir / 'known_hosts')}",
-    ]
+def _shown(spec: LabSpec, path: Path) -> str:
+    try:
+        return str(path.relative_to(spec.env_root or spec.checkout))
+    except ValueError:
+        return str(path)
+
+
+def lab_env_values(spec: LabSpec, identity: Path) -> dict[str, str]:
+    """The values of the keys lab.up owns, for this lab."""
+    return {
+        "HOSTS": ",".join(f"127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1)),
+        "DEPLOY_USER": "deploy",
+        "BOOTSTRAP_USER": "root",
+        "SSH_IDENTITY_FILE": _shown(spec, identity),
+        "SSH_KNOWN_HOSTS": _shown(spec, spec.state_dir / "known_hosts"),
+    }
+
+
+def _env_header(spec: LabSpec) -> str:
+    return (
+        f"# The local lab {spec.lab_id}: `inv lab.up` sets {', '.join(OWNED_KEYS)}\n"
+        "# and keeps every other line: add your own keys (STACK_DIR, PROJECT, SECRETS...) below.\n"
+    )
+
+
+def update_lab_env(spec: LabSpec, identity: Path) -> tuple[str, ...]:
+    """Set the keys lab.up owns in the lab's env file, keeping every other line; the keys changed.
+
+    A missing file is written with those keys (and the demo stack in opskit's own checkout)."""
+    values = lab_env_values(spec, identity)
+    if spec.env_file.exists():
+        current = spec.env_file.read_text()
+        lines = current.splitlines(keepends=True)
+        if lines and lines[0].startswith(_LEGACY_HEADER):  # "lab.up rewrites it" no longer holds
+            lines[0:1] = [_env_header(spec)]
+        edit = set_keys("".join(lines), values)
+        if edit.text != current:
+            _write_if_changed(spec.env_file, edit.text)
+        return edit.changed
     stack = spec.checkout / "stacks" / "demo"
     if stack.is_dir():
-        lines += [f"STACK_DIR={shown(stack)}", "PROJECT=demo"]
-    return "\n".join(lines) + "\n"
+        values |= {"STACK_DIR": _shown(spec, stack), "PROJECT": "demo"}
+    _write_if_changed(spec.env_file, _env_header(spec) + "".join(f"{key}={value}\n" for key, value in values.items()))
+    return tuple(values)
 
 
 def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
@@ -406,8 +445,12 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
         reporter.step("local", "host keys", CHANGED, f"pinned in {spec.state_dir / 'known_hosts'}")
     else:
         reporter.step("local", "host keys", OK, "pinned")
-    if _write_if_changed(spec.env_file, _env_text(spec, identity)):
+    existed = spec.env_file.exists()
+    changed = update_lab_env(spec, identity)
+    if not existed:
         reporter.step("local", "env file", CHANGED, f"wrote {spec.env_file}")
+    elif changed:
+        reporter.step("local", "env file", CHANGED, f"set {', '.join(changed)} in {spec.env_file}, other lines kept")
     else:
         reporter.step("local", "env file", OK, str(spec.env_file))
     client.close()

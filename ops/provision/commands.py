@@ -8,7 +8,7 @@ import base64
 from collections.abc import Iterable
 from pathlib import Path
 
-from ops.provision.facts import APT_STAMP, HostFacts
+from ops.provision.facts import APT_STAMP, BOOT_DIR, HostFacts
 from ops.provision.step import Change
 from ops.transport.shell import q
 
@@ -48,3 +48,14 @@ def install_change(facts: HostFacts, packages: Iterable[str]) -> list[Change]:
     return [
         Change(f"install {' '.join(missing)}", (apt_install(missing),), timeout=APT_TIMEOUT, installs=tuple(missing))
     ]
+
+
+def boot_change(facts: HostFacts, path: str, what: str, command: str) -> list[Change]:
+    """Without systemd: record how `what` is started in the boot script path (run at boot, in order,
+    by the host's init); with systemd the unit is enabled instead and nothing is recorded."""
+    if facts.has_systemd:
+        return []
+    script = f"#!/bin/sh\n{HEADER}# Starts {what} at boot on a host without systemd (its init runs {BOOT_DIR}/*).\n{command}\n"
+    if facts.file(path) == script:
+        return []
+    return [Change(f"start {what} at boot ({path})", (write_file(path, script, mode="0755"),))]

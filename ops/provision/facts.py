@@ -28,6 +28,13 @@ UNATTENDED_ORIGINS = "/etc/apt/apt.conf.d/52opskit-unattended-upgrades"
 FAIL2BAN_JAIL = "/etc/fail2ban/jail.d/opskit-sshd.local"
 SYSCTL_FILE = "/etc/sysctl.d/60-opskit.conf"
 APT_STAMP = "/var/lib/apt/periodic/opskit-update-stamp"
+# Without systemd nothing starts a service at boot: each step that starts one records how in a script
+# here, and the host's init runs them in order (the lab host's does; see ops/lab.py).
+BOOT_DIR = "/etc/opskit/boot.d"
+BOOT_FIREWALL = f"{BOOT_DIR}/10-ufw"
+BOOT_DOCKER = f"{BOOT_DIR}/20-docker"
+BOOT_FAIL2BAN = f"{BOOT_DIR}/30-fail2ban"
+BOOT_CHRONY = f"{BOOT_DIR}/40-chrony"
 MANAGED_FILES = (
     DAEMON_JSON,
     DOCKER_SOURCE_FILE,
@@ -40,6 +47,10 @@ MANAGED_FILES = (
     "/etc/fstab",
     "/etc/default/ufw",
     "/etc/ufw/user.rules",
+    BOOT_FIREWALL,
+    BOOT_DOCKER,
+    BOOT_FAIL2BAN,
+    BOOT_CHRONY,
 )
 
 

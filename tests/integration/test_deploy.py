@@ -249,8 +249,8 @@ def test_a_host_that_goes_down_mid_deploy_leaves_every_host_on_a_complete_releas
     assert locks[lab.env.hosts[0].name] == {"locked": False}  # released where the host is up
     assert "error" in locks[lab.env.hosts[1].name]
 
-    # The server comes back (a reboot): provisioning starts its engine, the stack restarts on the
-    # release that was current before the deploy, complete and healthy.
+    # The server comes back (a reboot): its init starts the engine (provisioning again finds nothing
+    # to do), the stack restarts on the release that was current before the deploy, complete and healthy.
     lab_up(lab.spec, RecordingReporter())
     assert provision(lab.env, RecordingReporter(), only_hosts=[lab.env.hosts[1].name]).ok
     deadline = time.monotonic() + 120

@@ -191,6 +191,27 @@ def test_debian_13_uses_debians_own_docker_and_names_docker_cli() -> None:
     assert "chrony" in commands(plans["packages"])[0].split()
 
 
+def test_without_systemd_the_services_started_are_recorded_for_boot_in_order() -> None:
+    # Nothing else would start them when the host boots again; with systemd, units are enabled instead.
+    plans = by_step(plan_host(parse_facts(fresh_output("debian-13", systemd=False)), settings()))
+    scripts = {
+        path: written(command)
+        for step in ("firewall", "docker engine", "fail2ban")
+        for command in commands(plans[step])
+        if (path := command.rsplit(" ", 1)[-1]).startswith("/etc/opskit/boot.d/")
+    }
+    assert sorted(scripts) == [
+        "/etc/opskit/boot.d/10-ufw",
+        "/etc/opskit/boot.d/20-docker",
+        "/etc/opskit/boot.d/30-fail2ban",
+    ]
+    assert "ufw-init start" in scripts["/etc/opskit/boot.d/10-ufw"]
+    assert commands(plans["docker engine"])[0].split(";")[0] in scripts["/etc/opskit/boot.d/20-docker"]
+    assert all(script.startswith("#!/bin/sh\n") for script in scripts.values())
+    with_systemd = plan_host(parse_facts(fresh_output("debian-13")), settings())
+    assert not [c for plan in with_systemd for c in commands(plan) if "/etc/opskit/boot.d" in c]
+
+
 def test_a_provisioned_host_plans_nothing() -> None:
     """Facts read from a lab host after provisioning: every step is ok (the second run's promise)."""
     facts = parse_facts((FIXTURES / "facts-debian13-provisioned.txt").read_text())

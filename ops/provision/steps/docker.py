@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from ops.errors import HostError
-from ops.provision.commands import APT_TIMEOUT, apt_update, install_change, write_file
-from ops.provision.facts import DAEMON_JSON, DOCKER_KEYRING, DOCKER_SOURCE_FILE, HostFacts
+from ops.provision.commands import APT_TIMEOUT, apt_update, boot_change, install_change, write_file
+from ops.provision.facts import BOOT_DOCKER, DAEMON_JSON, DOCKER_KEYRING, DOCKER_SOURCE_FILE, HostFacts
 from ops.provision.settings import ProvisionSettings
 from ops.provision.step import Change, Context, Step
 
@@ -157,9 +157,10 @@ class DockerEngineStep(Step):
             if running and facts.docker_enabled:
                 return []
             return [Change("enable and start docker (systemd)", (_start_dockerd(facts),))]
+        boot = boot_change(facts, BOOT_DOCKER, "dockerd", _start_dockerd(facts))
         if running:
-            return []
-        return [Change("start dockerd (no systemd: detached with setsid)", (_start_dockerd(facts),))]
+            return boot
+        return [Change("start dockerd (no systemd: detached with setsid)", (_start_dockerd(facts),)), *boot]
 
     def summary(self, facts: HostFacts, ctx: Context) -> str:
         how = "systemd" if facts.has_systemd else "no systemd"

@@ -4,12 +4,16 @@ banning through ufw when the firewall step runs.
 
 from __future__ import annotations
 
-from ops.provision.commands import HEADER, install_change, write_file
-from ops.provision.facts import FAIL2BAN_JAIL, HostFacts
+from ops.provision.commands import HEADER, boot_change, install_change, write_file
+from ops.provision.facts import BOOT_FAIL2BAN, FAIL2BAN_JAIL, HostFacts
 from ops.provision.settings import ProvisionSettings
 from ops.provision.step import Change, Context, Step
 
 FAIL2BAN_POLL_LOG = "/var/log/auth.log"
+START_WITHOUT_SYSTEMD = (
+    f"touch {FAIL2BAN_POLL_LOG}; fail2ban-client ping >/dev/null 2>&1 && fail2ban-client reload "
+    "|| fail2ban-client -x start"
+)
 
 
 def fail2ban_jail(facts: HostFacts, settings: ProvisionSettings) -> str:
@@ -52,18 +56,8 @@ class Fail2banStep(Step):
         elif new_jail and facts.fail2ban_running:
             changes.append(Change("reload fail2ban", ("fail2ban-client reload",)))
         elif not facts.fail2ban_running or "sshd" not in facts.fail2ban_jails:
-            changes.append(
-                Change(
-                    "start fail2ban (no systemd)",
-                    (
-                        (
-                            f"touch {FAIL2BAN_POLL_LOG}; fail2ban-client ping >/dev/null 2>&1 && fail2ban-client reload "
-                            "|| fail2ban-client -x start"
-                        ),
-                    ),
-                )
-            )
-        return changes
+            changes.append(Change("start fail2ban (no systemd)", (START_WITHOUT_SYSTEMD,)))
+        return changes + boot_change(facts, BOOT_FAIL2BAN, "fail2ban", START_WITHOUT_SYSTEMD)
 
     def summary(self, facts: HostFacts, ctx: Context) -> str:
         return f"running, jails: {', '.join(sorted(facts.fail2ban_jails)) or 'none'}"

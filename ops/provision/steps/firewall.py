@@ -4,8 +4,8 @@ the SSH rules are in place.
 
 from __future__ import annotations
 
-from ops.provision.commands import install_change
-from ops.provision.facts import HostFacts
+from ops.provision.commands import boot_change, install_change
+from ops.provision.facts import BOOT_FIREWALL, HostFacts
 from ops.provision.step import Change, Context, Step
 from ops.transport.shell import q
 
@@ -38,7 +38,8 @@ class FirewallStep(Step):
         if not facts.ufw_active:
             # Rules for SSH are in place before this; ufw keeps established connections.
             changes.append(Change("enable ufw", ("ufw --force enable",)))
-        return changes
+        # ufw's own boot script: loads the rules when ufw.conf says ENABLED=yes (what ufw.service runs).
+        return changes + boot_change(facts, BOOT_FIREWALL, "the ufw rules", "/usr/lib/ufw/ufw-init start")
 
     def summary(self, facts: HostFacts, ctx: Context) -> str:
         ports = ", ".join(f"{p}/{proto}" for p, proto, _ in self.wanted(facts, ctx))

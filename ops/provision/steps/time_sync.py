@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ops.provision.commands import install_change
-from ops.provision.facts import HostFacts
+from ops.provision.commands import boot_change, install_change
+from ops.provision.facts import BOOT_CHRONY, HostFacts
 from ops.provision.settings import ProvisionSettings
 from ops.provision.step import Change, Context, Step
 
@@ -35,7 +35,7 @@ class TimeSyncStep(Step):
                 changes.append(Change("enable and start chrony", ("systemctl enable --now chrony",)))
         elif not facts.chronyd_running:
             changes.append(Change("start chronyd (no systemd)", ("chronyd",)))
-        return changes
+        return changes + boot_change(facts, BOOT_CHRONY, "chronyd", "pidof chronyd >/dev/null || chronyd")
 
     def summary(self, facts: HostFacts, ctx: Context) -> str:
         kind = time_sync_kind(facts, ctx.settings)

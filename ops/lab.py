@@ -445,14 +445,14 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
         reporter.step("local", "host keys", CHANGED, f"pinned in {spec.state_dir / 'known_hosts'}")
     else:
         reporter.step("local", "host keys", OK, "pinned")
-    existed = spec.env_file.exists()
+    existed, shown = spec.env_file.exists(), _shown(spec, spec.env_file)
     changed = update_lab_env(spec, identity)
     if not existed:
-        reporter.step("local", "env file", CHANGED, f"wrote {spec.env_file}")
+        reporter.step("local", "env file", CHANGED, f"wrote {shown}")
     elif changed:
-        reporter.step("local", "env file", CHANGED, f"set {', '.join(changed)} in {spec.env_file}, other lines kept")
+        reporter.step("local", "env file", CHANGED, f"set {', '.join(changed)} in {shown}, other lines kept")
     else:
-        reporter.step("local", "env file", OK, str(spec.env_file))
+        reporter.step("local", "env file", OK, f"{shown} up to date")
     client.close()
     return lab_status(spec)
 

@@ -131,7 +131,7 @@ def resolve_env_name(explicit: str | None, environ: Mapping[str, str], configure
     if not names:
         raise ConfigError(
             f"no environments in {root / ENV_DIR}",
-            hint="create env/<name>.env from env/staging.env.example, or run `inv lab.up`",
+            hint="run `opskit init` (documented env files to fill in), or `inv lab.up` for a local lab",
         )
     raise ConfigError(
         f"several environments ({', '.join(names)}) and none chosen",
@@ -244,14 +244,14 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
     display = _display(path, root)
     if not path.is_file():
         known = env_files(root)
-        hint = f"known: {', '.join(known)}" if known else "create it from env/staging.env.example"
+        hint = f"known: {', '.join(known)}" if known else "run `opskit init` for documented env files"
         raise ConfigError(f"environment {name!r} not found ({display} is missing)", hint=hint)
 
     raw: dict[str, tuple[str, int]] = {}
     for key, value, line in _read_dotenv(path, display):
         if key not in KEYS:
             close = difflib.get_close_matches(key, list(KEYS), n=1)
-            hint = f"did you mean {close[0]}?" if close else "see env/staging.env.example for the keys"
+            hint = f"did you mean {close[0]}?" if close else "opskit init writes env files that document every key"
             raise ConfigError(f"unknown key {key}", where=f"{display}:{line}", hint=hint)
         raw[key] = (value, line)
 

@@ -10,9 +10,10 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import backup, deploy, hosts, images, lab, ops, provision, runbook
+    from ops.tasks import backup, deploy, hosts, images, lab, ops, provision, runbook, scaffold
 
     root = Collection()
+    root.add_task(scaffold.task())
     for module in (lab, hosts, ops, runbook, backup, images):
         root.add_collection(module.collection())
     for collection in [*provision.collections(), *deploy.collections()]:

@@ -380,8 +380,8 @@ def update_lab_env(spec: LabSpec, identity: Path) -> tuple[str, ...]:
         if lines and lines[0].startswith(_LEGACY_HEADER):  # "lab.up rewrites it" no longer holds
             lines[0:1] = [_env_header(spec)]
         edit = set_keys("".join(lines), values)
-        if edit.text != current:
-            _write_if_changed(spec.env_file, edit.text)
+        if edit.text != current:  # atomically, with the file's own mode
+            _write_if_changed(spec.env_file, edit.text, mode=spec.env_file.stat().st_mode & 0o777)
         return edit.changed
     stack = spec.checkout / "stacks" / "demo"
     if stack.is_dir():

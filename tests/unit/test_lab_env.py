@@ -22,6 +22,7 @@ def test_lab_up_keeps_the_users_lines_of_its_env_file(tmp_path: Path) -> None:
     assert update_lab_env(spec, identity) == OWNED_KEYS  # a new file: every key it owns
     mine = spec.env_file.read_text().replace("DEPLOY_USER=deploy", "# my note\nSTACK_DIR=stacks/shop")
     spec.env_file.write_text(mine + "PROJECT=shop\nSTACK_VARS=HTTP_PORT=8080\nHOSTS=10.9.9.9\n")
+    spec.env_file.chmod(0o600)
 
     changed = update_lab_env(spec, identity)
 
@@ -29,4 +30,5 @@ def test_lab_up_keeps_the_users_lines_of_its_env_file(tmp_path: Path) -> None:
     assert changed == ("HOSTS", "DEPLOY_USER")
     assert "# my note\nSTACK_DIR=stacks/shop\n" in text and "PROJECT=shop\nSTACK_VARS=HTTP_PORT=8080\n" in text
     assert "10.9.9.9" not in text and text.count("HOSTS=127.0.0.1:") == 2  # both copies agree
+    assert spec.env_file.stat().st_mode & 0o777 == 0o600
     assert update_lab_env(spec, identity) == ()

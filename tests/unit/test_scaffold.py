@@ -108,3 +108,14 @@ def test_every_template_ships_in_the_wheel() -> None:
         if path.is_file() and "__pycache__" not in path.parts:
             relative = str(path.relative_to(templates))
             assert any(fnmatch.fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns), relative
+
+
+def test_init_json_lists_each_file_and_what_became_of_it(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "tasks.py").write_text("# mine\n")
+    done = opskit(tmp_path, "init", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    outcome = {f["path"]: f["outcome"] for f in json.loads(done.stdout)["files"]}
+    assert outcome["tasks.py"] == "kept" and outcome["env/prod.env"] == "created"
+    assert (tmp_path / "tasks.py").read_text() == "# mine\n"

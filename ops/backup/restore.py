@@ -215,5 +215,6 @@ def gate_project(host: Host, project: str, timeout: float) -> None:
             return
         if time.monotonic() >= deadline:
             bad = next(service for service in report if not service.ok)
-            raise gate_error(host, bad, f"not healthy {timeout:.0f} s after the restore ({bad.state})")
+            what = bad.describe() if bad.failed else f"service {bad.service} is still {bad.state}"
+            raise gate_error(host, bad, f"{what} {timeout:.0f} s after the restore")
         time.sleep(1)

@@ -108,7 +108,7 @@ def run_batches(
             if item.value is not None:
                 reports.append(item.value)
             else:
-                message = item.error.one_line() if item.error else "failed"
+                message = item.error.line_for(item.host) if item.error else "failed"
                 reporter.step(item.host, "deploy", FAILED, message)
                 reports.append(HostDeployReport(item.host, "failed", error=message, seconds=item.seconds))
         if any(report.result not in SUCCEEDED for report in reports) and number < len(groups) - 1:

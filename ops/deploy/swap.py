@@ -23,7 +23,7 @@ from typing import Any
 
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
-from ops.deploy.health import ServiceHealth, gate_error
+from ops.deploy.health import ServiceHealth, container_health, gate_error
 from ops.deploy.orchestrator import HostDeployReport
 from ops.deploy.prepare import prepare
 from ops.deploy.releases import Release, ReleaseStore, pin_tag
@@ -78,20 +78,25 @@ def _wait_new_healthy(
         states = {c.name: _health(c) for c in containers}
         bad = [c for c in containers if states[c.name] in ("unhealthy", "exited")]
         if bad:
-            raise _failure(host, service, bad[0], states[bad[0].name])
+            raise _failure(host, service, bad[0])
         if all(state in ("healthy", "running") for state in states.values()):
             return
         if clock() >= deadline:
             waiting = next(c for c in containers if states[c.name] not in ("healthy", "running"))
-            raise _failure(host, service, waiting, f"not healthy after {timeout:.0f} s")
+            raise _failure(host, service, waiting, timeout)
         sleep(0.5)
 
 
-def _failure(host: Host, service: str, container: Any, what: str) -> HealthGateError:
-    log = (container.attrs.get("State", {}).get("Health") or {}).get("Log") or []
-    output = (log[-1].get("Output") or "").strip() if log else ""
-    logs = container.logs(tail=15).decode(errors="replace").strip()
-    return gate_error(host, ServiceHealth(service, what, output, logs), f"(new container {container.name}) {what}")
+def _failure(host: Host, service: str, container: Any, timeout: float | None = None) -> HealthGateError:
+    """A new container that failed (or, with timeout, is still starting when the gate's time is up)."""
+    health = container_health(service, container)
+    if timeout is None or health.failed:
+        return gate_error(host, health, health.describe())
+    return gate_error(
+        host,
+        health,
+        f"service {service} (new container {container.name}) is still {health.state} after {timeout:.0f} s",
+    )
 
 
 def _retire(
@@ -168,8 +173,10 @@ def swap_service(
         for container in service_containers(host, project, service):
             if container.id not in kept:
                 container.remove(force=True)
-        reporter.step(host.name, f"swap {service}", FAILED, f"{error.one_line()}; the old containers keep serving")
-        report.error = error.one_line()
+        reporter.step(
+            host.name, f"swap {service}", FAILED, f"{error.line_for(host.name)}; the old containers keep serving"
+        )
+        report.error = error.line_for(host.name)
         report.failing = getattr(error, "service", None)
         report.seconds = clock() - started
         return report

@@ -33,6 +33,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
 
     from ops.console import console, print_json
     from ops.deploy import SUCCEEDED
+    from ops.deploy.explain import explain_failures
 
     if as_json:
         print_json(result.as_dict())
@@ -48,12 +49,11 @@ def _render(result: DeployResult, as_json: bool) -> None:
                 report.host, f"[{style}]{report.result}[/]", report.release, report.previous, f"{report.seconds:.1f}"
             )
         out.print(table)
-        for report in result.hosts:
-            if report.error:
-                out.print(f"[bold red]{escape(report.host)}:[/] {escape(report.error)}")
-            if report.failing and report.failing.logs:
-                out.print(f"[dim]last log lines of {report.failing.service}:[/]")
-                out.print(escape(report.failing.logs), markup=False)
+        explained = explain_failures(result.hosts, result.environment)
+        for host, error in explained.errors:
+            out.print(f"[bold red]{escape(host)}:[/] {escape(error)}")
+        for line in explained.logs + explained.next_steps:
+            out.print(line, markup=False, highlight=False)
         done = sum(1 for report in result.hosts if report.result in SUCCEEDED)
         out.print(
             f"{result.action}: {done}/{len(result.hosts)} hosts {'ok' if result.ok else 'NOT ok'} "

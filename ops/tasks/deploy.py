@@ -71,7 +71,7 @@ def deploy(
     batch: int = 0,
     dry_run: bool = False,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     reason: str = "",
     json: bool = False,
 ) -> None:
@@ -102,7 +102,7 @@ def rollback(
     to: str | None = None,
     host: str | None = None,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     json: bool = False,
 ) -> None:
     """Go back to the previous (or --to) release: its compose files, env and pinned images."""
@@ -238,7 +238,7 @@ def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
         raise failed()
 
 
-def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: float = 0.0) -> None:
+def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: int = 0) -> None:
     """Take the deploy lock on every host (for maintenance); release it with lock.release."""
     from ops.console import console
     from ops.host.lock import DeployLock
@@ -317,12 +317,12 @@ def swap(
     env: str | None = None,
     version: str | None = None,
     image: str | None = None,
-    timeout: float = 0.0,
-    drain: float = -1.0,
+    timeout: int = 0,
+    drain: int = -1,
     host: str | None = None,
     batch: int = 0,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     json: bool = False,
 ) -> None:
     """Swap one service blue-green: new containers beside the old, health gate, drain, retire the old."""

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ops.config import Environment
-from ops.errors import HealthGateError, HostError, OpsError, connection_failure
+from ops.errors import HealthGateError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
 from ops.stack.compose import Stack
 from ops.transport import Host
+from ops.transport.docker import engine_calls
 
 LOG_LINES = 15  # of a failing container, shown with the failure
 
@@ -90,7 +91,8 @@ def project_containers(
 ) -> list[dict[str, Any]]:
     """The project's containers as the engine lists them (one API call, no per-container inspect)."""
     labels = [f"{PROJECT_LABEL}={project}", *(f"{k}={v}" for k, v in (container_filter or {}).items())]
-    return list(host.docker().api.containers(all=True, filters={"label": labels}))
+    with engine_calls(host.name, "listing the project's containers"):
+        return list(host.docker().api.containers(all=True, filters={"label": labels}))
 
 
 def project_health(
@@ -100,20 +102,8 @@ def project_health(
 
     One list call when all is well; only a container that is not healthy is inspected, for its
     last health output and log lines."""
-    try:
+    with engine_calls(host.name, "checking the services' health"):
         return _project_health(host, project, services, container_filter)
-    except OpsError:
-        raise
-    except Exception as error:  # the Docker SDK over SSH: requests, paramiko, socket
-        if isinstance(error, _engine_errors()):
-            raise HostError(f"the Docker engine answered an error: {error}", where=host.name) from None
-        raise connection_failure("checking the services' health", error, where=host.name) from None
-
-
-def _engine_errors() -> tuple[type[Exception], ...]:
-    import docker
-
-    return (docker.errors.APIError,)
 
 
 def _project_health(

@@ -32,6 +32,7 @@ from ops.errors import DeployError, HealthGateError, OpsError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
 from ops.images import ImageDelivery, delivery_for, send_if_missing
 from ops.transport import Fleet, Host
+from ops.transport.docker import engine_calls
 
 
 @dataclass
@@ -48,7 +49,8 @@ class SwapReport:
 
 def service_containers(host: Host, project: str, service: str) -> list[Any]:
     labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]
-    return list(host.docker().containers.list(all=True, filters={"label": labels}))
+    with engine_calls(host.name, f"listing the containers of {service}"):
+        return list(host.docker().containers.list(all=True, filters={"label": labels}))
 
 
 def _image_id(container: Any) -> str:
@@ -56,8 +58,9 @@ def _image_id(container: Any) -> str:
     return str(container.attrs.get("Image", ""))
 
 
-def _health(container: Any) -> str:
-    container.reload()
+def _health(container: Any, where: str) -> str:
+    with engine_calls(where, "reading a container's state"):
+        container.reload()
     state = container.attrs.get("State", {})
     if state.get("Status") != "running":
         return "exited"
@@ -75,7 +78,7 @@ def _wait_new_healthy(
 ) -> None:
     deadline = clock() + timeout
     while True:
-        states = {c.name: _health(c) for c in containers}
+        states = {c.name: _health(c, host.name) for c in containers}
         bad = [c for c in containers if states[c.name] in ("unhealthy", "exited")]
         if bad:
             raise _failure(host, service, bad[0])
@@ -146,7 +149,7 @@ def swap_service(
     target = release.images[service]
     containers = service_containers(host, project, service)
     old = [c for c in containers if _image_id(c) != target]
-    healthy_new = [c for c in containers if _image_id(c) == target and _health(c) in ("healthy", "running")]
+    healthy_new = [c for c in containers if _image_id(c) == target and _health(c, host.name) in ("healthy", "running")]
     report = SwapReport(host.name, service, "failed", old=[c.name for c in old])
     for container in containers:  # a broken new container left by an interrupted swap
         if _image_id(container) == target and container not in healthy_new:

@@ -57,8 +57,9 @@ class ServiceHealth:
 
 
 def _last(output: str, limit: int = 200) -> str:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    return " / ".join(lines[-3:])[-limit:]
+    """The line of a health output that says what failed: its last (a traceback's error line)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else ""
 
 
 def _container_state(container: Any) -> tuple[str, str]:

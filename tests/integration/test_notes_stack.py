@@ -68,11 +68,10 @@ def notes(deployed_lab: Lab) -> Iterator[Notes]:
     finally:
 
         def remove(host: Host) -> None:
-            store = ReleaseStore(host, PROJECT)
-            current = store.get(store.current_id() or "")
-            if current is not None:
-                host.run(store.compose_command(current, "down -v --remove-orphans"), check=False, timeout=300)
-            host.sudo(f"rm -rf {store.base}", check=False)
+            label = f"label=com.docker.compose.project={PROJECT}"
+            host.run(f"docker ps -aq --filter {label} | xargs -r docker rm -f -v", check=False, timeout=120)
+            host.run(f"docker volume ls -q --filter {label} | xargs -r docker volume rm", check=False, timeout=60)
+            host.sudo(f"rm -rf {ReleaseStore(host, PROJECT).base}", check=False)
 
         each_host(lab, remove)
         env_file.unlink(missing_ok=True)
@@ -103,7 +102,7 @@ def test_a_release_whose_api_exits_names_the_code_and_shows_its_log_once(notes: 
         assert line.count(host) == 1
     logs = f"last 3 log lines of api (notes-api-1) on {first} and {second}:"
     assert output.count(logs) == 1, output  # identical on both hosts: shown once, naming both
-    block = output.split(logs, 1)[1].splitlines()
+    block = output.split(logs, 1)[1].splitlines()[1:]
     assert block[:3] == [
         "    api: starting",
         "    api: DATABASE_URL is not set",
@@ -150,16 +149,13 @@ def test_the_shipped_runbooks_find_its_redis_and_database_and_fix_them(notes: No
     assert [s["value"] for s in report["steps"] if not s["applicable"]] == [
         "not applicable: no service of the stack plays mysql"
     ] * 2
-    code, output = run(notes, "runbook.run", "service-unhealthy", "--json")
-    report = json.loads(output)
-    assert code == 1
-    assert re.match(r"container not healthy: (api|cache|db) notes-\w+-1: (Exited|Up .*unhealthy)", report["conclusion"])
-    assert all(s["ok"] for s in report["steps"] if s["step"].startswith("the entry point gateway"))
 
     started = time.monotonic()
     code, output = run(notes, "runbook.run", "service-unhealthy", "--fix", "--yes")
     seconds = time.monotonic() - started
     assert code == 0, output
+    assert re.search(r"conclusion: container not healthy: (api|cache|db) notes-\w+-1: (Exited|Up .*unhealthy)", output)
+    assert "the entry point gateway accepts connections on its published ports port 8081 open" in output
     assert "fixed: every check answers healthy again" in output
     assert seconds < 30, f"the fix took {seconds:.0f} s"  # no minute of waiting on a healthy stack
 

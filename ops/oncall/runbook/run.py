@@ -148,6 +148,7 @@ def diagnose(
     *,
     doctor_probe: DoctorProbe | None = None,
     runner_factory: Callable[[HostSpec], Runner] | None = None,
+    fleet: Fleet | None = None,
 ) -> list[StepResult]:
     """Run the diagnosis steps on every host (in parallel), doctor steps once through doctor_probe
     (the caller passes ops.oncall.doctor.probe: this module never imports the doctor); nothing changes."""
@@ -161,8 +162,11 @@ def diagnose(
     host_steps = [step for step in runbook.steps if step.kind != "doctor"]
     by_host: dict[str, list[StepResult]] = {}
     if host_steps:
-        with Fleet.connect(env, runner_factory=runner_factory) as fleet:
+        if fleet is not None:  # the caller's connections, kept open between rounds
             outcome = fleet.map(lambda host: _diagnose_host(host, env.project, host_steps))
+        else:
+            with Fleet.connect(env, runner_factory=runner_factory) as connected:
+                outcome = connected.map(lambda host: _diagnose_host(host, env.project, host_steps))
         for item in outcome.outcomes:
             if item.value is not None:
                 by_host[item.host] = item.value
@@ -215,10 +219,23 @@ def run_runbook(
     settle_seconds: float = 60,
     runner_factory: Callable[[HostSpec], Runner] | None = None,
 ) -> RunbookResult:
-    """Diagnose; with fix, run the recovery actions that apply (after confirm) and diagnose again."""
-    result = RunbookResult(
-        runbook.name, diagnose(env, runbook, reporter, doctor_probe=doctor_probe, runner_factory=runner_factory)
-    )
+    """Diagnose; with fix, run the recovery actions that apply (after confirm) and diagnose again
+    until every check answers healthy (at most settle_seconds), over one set of connections."""
+    with Fleet.connect(env, runner_factory=runner_factory) as fleet:
+        return _run(env, runbook, reporter, fleet, fix, confirm, doctor_probe, settle_seconds)
+
+
+def _run(
+    env: Environment,
+    runbook: Runbook,
+    reporter: Reporter,
+    fleet: Fleet,
+    fix: bool,
+    confirm: Callable[[str], bool] | None,
+    doctor_probe: DoctorProbe | None,
+    settle_seconds: float,
+) -> RunbookResult:
+    result = RunbookResult(runbook.name, diagnose(env, runbook, reporter, doctor_probe=doctor_probe, fleet=fleet))
     if not fix or result.healthy:
         return result
     failed_ids = {r.step_id for r in result.steps if r.step_id and not r.ok}
@@ -231,26 +248,25 @@ def run_runbook(
         reporter.info("recovery not run (not confirmed)")
         return result
     # Act only where the diagnosis found something wrong (all hosts when only a local check failed).
-    names = {spec.name for spec in env.hosts}
-    failing = sorted({r.host for r in result.steps if not r.ok} & names) or None
-    with Fleet.connect(env, only=failing, runner_factory=runner_factory) as fleet:
+    failing = {r.host for r in result.steps if not r.ok} & {host.name for host in fleet.hosts}
 
-        def act(host: Host) -> list[ActionResult]:
-            roles = _roles(host, env.project) if any(action.role for action in actions) else {}
-            done = []
-            for action in actions:
-                services = services_with(action.role, roles) if action.role else [action.service]
-                for service in services:  # none: the stack has no service of the role here
-                    command = _bound(env.project, action.kind, action.command, service)
-                    outcome = host.run(command, check=False, timeout=300)
-                    output = (outcome.stdout + outcome.stderr).strip()[-2000:]
-                    detail = last_line(output) if output else ""
-                    title = action.title.replace("{service}", service)
-                    reporter.step(host.name, title, "changed" if outcome.ok else "failed", detail)
-                    done.append(ActionResult(title, host.name, outcome.ok, output))
-            return done
+    def act(host: Host) -> list[ActionResult]:
+        roles = _roles(host, env.project) if any(action.role for action in actions) else {}
+        done = []
+        for action in actions:
+            services = services_with(action.role, roles) if action.role else [action.service]
+            for service in services:  # none: the stack has no service of the role here
+                command = _bound(env.project, action.kind, action.command, service)
+                outcome = host.run(command, check=False, timeout=300)
+                output = (outcome.stdout + outcome.stderr).strip()[-2000:]
+                detail = last_line(output) if output else ""
+                title = action.title.replace("{service}", service)
+                reporter.step(host.name, title, "changed" if outcome.ok else "failed", detail)
+                done.append(ActionResult(title, host.name, outcome.ok, output))
+        return done
 
-        outcome = fleet.map(act)
+    acting = [host for host in fleet.hosts if host.name in failing] if failing else fleet.hosts
+    outcome = Fleet(acting, env.parallel).map(act)
     for item in outcome.outcomes:
         if item.value is not None:
             result.actions.extend(item.value)
@@ -260,7 +276,7 @@ def run_runbook(
     # until healthy or settle_seconds passed, and report only the last round.
     deadline = time.monotonic() + settle_seconds
     while True:
-        after = diagnose(env, runbook, RecordingReporter(), doctor_probe=doctor_probe, runner_factory=runner_factory)
+        after = diagnose(env, runbook, RecordingReporter(), doctor_probe=doctor_probe, fleet=fleet)
         if all(step.ok for step in after) or time.monotonic() >= deadline:
             break
         time.sleep(1)

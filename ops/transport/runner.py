@@ -197,7 +197,7 @@ class SSHRunner:
                     channel.status_event.wait(0.05)
             code = channel.recv_exit_status()
             channel.close()
-        except (OSError, EOFError):
+        except Exception:  # socket errors, EOF, paramiko's SSHException ("SSH session not active")
             raise ConnectionLost(
                 f"the connection to the host dropped while running `{short(command)}`", where=self.spec.name
             ) from None

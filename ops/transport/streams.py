@@ -59,8 +59,11 @@ def open_channel(client: Any, command: str, where: str) -> Any:
     transport = client.get_transport()
     if transport is None:
         raise ConnectionLost("the SSH connection to the host is closed", where=where)
-    channel = transport.open_session(window_size=1 << 25, max_packet_size=1 << 15)
-    channel.exec_command(command)
+    try:
+        channel = transport.open_session(window_size=1 << 25, max_packet_size=1 << 15)
+        channel.exec_command(command)
+    except Exception:  # paramiko's SSHException on a dead transport, socket errors
+        raise ConnectionLost("the SSH connection to the host dropped", where=where) from None
     return channel
 
 
@@ -155,7 +158,7 @@ def channel_in(channel: Any, source: Source, on_bytes: Callable[[int], None], wh
             else:
                 channel.status_event.wait(0.05)
         code = channel.recv_exit_status()
-    except OSError:  # the remote end died mid-stream
+    except Exception:  # the remote end died mid-stream (socket errors, paramiko's SSHException)
         raise ConnectionLost("the connection to the host dropped mid-stream", where=where) from None
     finally:
         channel.close()

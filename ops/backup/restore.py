@@ -99,7 +99,7 @@ def restore(
         result.restored.extend(item.value or [])
         if item.error is not None:
             result.errors.append(item.error.one_line())
-            reporter.step(item.host, "restore", FAILED, item.error.one_line())
+            reporter.step(item.host, "restore", FAILED, item.error.line_for(item.host))
     result.seconds = time.monotonic() - started
     return result
 

@@ -23,6 +23,17 @@ class OpsError(Exception):
             text = f"{text} ({self.hint})"
         return text
 
+    def line_for(self, place: str) -> str:
+        """The line shown where `place` (a host) is already named, in a row or a prefix: the same
+        as one_line without a `where` that only repeats it (what else `where` says is kept)."""
+        where = self.where or ""
+        if where == place:
+            where = ""
+        elif where.startswith(place + " "):
+            where = where[len(place) + 1 :]
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
     def __str__(self) -> str:
         return self.one_line()
 
@@ -33,6 +44,48 @@ class ConfigError(OpsError):
 
 class HostError(OpsError):
     """A host could not be reached or a command on it failed."""
+
+
+class ConnectionLost(HostError):
+    """The SSH connection to a host could not be opened (unreachable) or dropped while in use."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        hint: str | None = None,
+        unreachable: bool = False,
+        doing: str = "",
+    ):
+        super().__init__(message, where=where, hint=hint)
+        self.unreachable = unreachable
+        self.doing = doing  # what was under way, once a layer that knows has said it
+
+
+# Words of the errors paramiko, socket, requests and the Docker SDK raise when a host cannot be
+# reached at all (as opposed to a connection that was up and dropped).
+_UNREACHABLE = ("refused", "no route", "unreachable", "name or service not known", "timed out", "no valid connections")
+
+
+def connection_failure(doing: str, error: BaseException, *, where: str) -> ConnectionLost:
+    """A transport failure as a sentence: what was being done on the host, and whether the host
+    could not be reached or the connection dropped. Never the library's repr of the error."""
+    if isinstance(error, ConnectionLost) and error.doing:
+        return error  # a lower layer already said what was being done
+    if isinstance(error, ConnectionLost):
+        unreachable = error.unreachable
+    else:
+        text = f"{type(error).__name__} {error}".lower()
+        unreachable = isinstance(error, ConnectionRefusedError) or any(word in text for word in _UNREACHABLE)
+    how = "the host is unreachable" if unreachable else "the connection to the host dropped"
+    return ConnectionLost(
+        f"{doing} failed: {how}",
+        where=where,
+        hint="check that the host is up (inv ops.status), then run the command again",
+        unreachable=unreachable,
+        doing=doing,
+    )
 
 
 class HostKeyError(HostError):

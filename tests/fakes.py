@@ -93,6 +93,8 @@ class FakeContainer:
         health: str | None = "healthy",
         health_output: str = "",
         log: str = "",
+        exit_code: int = 0,
+        oom_killed: bool = False,
     ):
         self.engine = engine
         engine.serial += 1
@@ -105,6 +107,8 @@ class FakeContainer:
         self.health = health  # healthy | starting | unhealthy | None: no healthcheck
         self.health_output = health_output
         self.log = log
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
         self.signals: list[str] = []
 
     @property
@@ -113,7 +117,7 @@ class FakeContainer:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"Status": self.state}
+        state: dict[str, Any] = {"Status": self.state, "ExitCode": self.exit_code, "OOMKilled": self.oom_killed}
         if self.health:
             state["Health"] = {"Status": self.health, "Log": [{"Output": self.health_output}]}
         return {"Id": self.id, "Name": f"/{self.name}", "Image": self.image, "State": state}
@@ -121,7 +125,7 @@ class FakeContainer:
     def summary(self) -> dict[str, Any]:
         """The engine's list entry (`GET /containers/json`)."""
         if self.state != "running":
-            status = "Exited (1) 3 seconds ago" if self.state == "exited" else self.state.capitalize()
+            status = f"Exited ({self.exit_code}) 3 seconds ago" if self.state == "exited" else self.state.capitalize()
         else:
             marks = {"healthy": " (healthy)", "unhealthy": " (unhealthy)", "starting": " (health: starting)"}
             status = "Up 5 minutes" + marks.get(self.health or "", "")

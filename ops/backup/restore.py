@@ -99,7 +99,7 @@ def restore(
         result.restored.extend(item.value or [])
         if item.error is not None:
             result.errors.append(item.error.one_line())
-            reporter.step(item.host, "restore", FAILED, item.error.one_line())
+            reporter.step(item.host, "restore", FAILED, item.error.line_for(item.host))
     result.seconds = time.monotonic() - started
     return result
 
@@ -215,5 +215,6 @@ def gate_project(host: Host, project: str, timeout: float) -> None:
             return
         if time.monotonic() >= deadline:
             bad = next(service for service in report if not service.ok)
-            raise gate_error(host, bad, f"not healthy {timeout:.0f} s after the restore ({bad.state})")
+            what = bad.describe() if bad.failed else f"service {bad.service} is still {bad.state}"
+            raise gate_error(host, bad, f"{what} {timeout:.0f} s after the restore")
         time.sleep(1)

@@ -191,7 +191,7 @@ def archive_volume(
             try:
                 run_hooks(host, plan.post, "post", reporter)
             except OpsError as error:
-                reporter.step(host.name, "post hook", FAILED, error.one_line())
+                reporter.step(host.name, "post hook", FAILED, error.line_for(host.name))
     seconds = time.monotonic() - started
     reporter.step(
         host.name,
@@ -320,7 +320,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
                 )
             except VolumeRefused as error:
                 refused.append(error.one_line())
-                reporter.step(host.name, "refused", FAILED, error.one_line())
+                reporter.step(host.name, "refused", FAILED, error.line_for(host.name))
                 continue
             records.append(record)
         return records
@@ -350,7 +350,7 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
             for item in outcome.outcomes:
                 if item.error is not None:
                     errors.append(item.error.one_line())
-                    reporter.step(item.host, "backup", FAILED, item.error.one_line())
+                    reporter.step(item.host, "backup", FAILED, item.error.line_for(item.host))
                 snapshot.archives.extend(item.value or [])
             if not snapshot.archives and refused:
                 errors.extend(refused)

@@ -31,7 +31,7 @@ from ops.deploy.releases import (
     rollback_target,
 )
 from ops.deploy.swap import swap_service
-from ops.errors import DeployError, HealthGateError, HostError, OpsError
+from ops.errors import ConnectionLost, DeployError, HealthGateError, HostError, OpsError, connection_failure
 from ops.host.labels import CONFIG_HASH_LABEL, PROJECT_LABEL, SERVICE_LABEL
 from ops.host.lock import operator, read_lock
 from ops.images import Delivered, ImageDelivery, delivery_for, host_image_ids
@@ -87,20 +87,29 @@ class ComposeOrchestrator:
             content=prepared.content,
         )
         report = HostDeployReport(host.name, "failed", release.id, previous_id or "")
-        _write_release(host, store, release, prepared)
+        try:
+            _write_release(host, store, release, prepared)
+        except HostError as error:
+            if not _reachable(host):
+                raise host_gone(host, "writing the release", error) from None
+            raise
         reporter.step(host.name, "release", CHANGED, f"wrote {store.path(release.id)}")
+        stage = "bringing the images"
         try:
             delivered = self._bring_images(host, prepared, store, release)
             report.images_sent = delivered.sent
+            stage = "pinning the images"
             release = _pin(host, release, prepared.refs, delivered, env.project)
             store.write_metadata(release)
+            stage = "compose up and the health gate"
             self._run_release(host, store, release, timeout)
         except (HealthGateError, HostError, DeployError) as error:
             if isinstance(error, HostError) and not _reachable(host):
-                raise  # the host is gone; nothing can be restored on it now
-            reporter.step(host.name, "deploy", FAILED, error.one_line())
+                # the host is gone; nothing can be restored on it now
+                raise host_gone(host, stage, error) from None
+            reporter.step(host.name, "deploy", FAILED, error.line_for(host.name))
             store.write_metadata(release.with_status("failed"))
-            report.error = error.one_line()
+            report.error = error.line_for(host.name)
             report.failing = getattr(error, "service", None)
             report.result = self._restore(host, store, previous, timeout)
             report.seconds = self.clock() - started
@@ -141,7 +150,10 @@ class ComposeOrchestrator:
         try:
             self._run_release(host, store, target, timeout)
         except (HealthGateError, HostError) as error:
-            report.error = error.one_line()
+            if isinstance(error, HostError) and not _reachable(host):
+                raise host_gone(host, f"going back to {target.id}", error) from None
+            self.reporter.step(host.name, "rollback", FAILED, error.line_for(host.name))
+            report.error = error.line_for(host.name)
             report.failing = getattr(error, "service", None)
             current = store.get(current_id) if current_id else None
             outcome = self._restore(host, store, current, timeout)
@@ -209,7 +221,7 @@ class ComposeOrchestrator:
             self._run_release(host, store, previous, timeout)
             store.activate(previous)
         except OpsError as error:
-            reporter.step(host.name, "restore", FAILED, error.one_line())
+            reporter.step(host.name, "restore", FAILED, error.line_for(host.name))
             return "failed"
         reporter.step(host.name, "restore", CHANGED, f"back on {previous.id}")
         return "rolled-back"
@@ -247,8 +259,10 @@ class ComposeOrchestrator:
         try:
             self._run_release(host, store, current, timeout)
         except (HealthGateError, HostError, DeployError) as error:
-            reporter.step(host.name, "deploy", FAILED, error.one_line())
-            report.error = error.one_line()
+            if isinstance(error, HostError) and not _reachable(host):
+                raise host_gone(host, "converging the current release", error) from None
+            reporter.step(host.name, "deploy", FAILED, error.line_for(host.name))
+            report.error = error.line_for(host.name)
             report.failing = getattr(error, "service", None)
             return report
         report.result = "unchanged"
@@ -272,6 +286,11 @@ def _pin(host: Host, release: Release, refs: dict[str, str], delivered: Delivere
 def _running_services(host: Host, project: str) -> set[str]:
     running = [summary for summary in project_containers(host, project) if summary.get("State") == "running"]
     return {(summary.get("Labels") or {}).get(SERVICE_LABEL, "") for summary in running}
+
+
+def host_gone(host: Host, stage: str, error: HostError) -> ConnectionLost:
+    """The error of a host that stopped answering while stage was under way, as a sentence."""
+    return connection_failure(stage, error, where=host.name)
 
 
 def _reachable(host: Host) -> bool:

@@ -17,6 +17,9 @@ from ops.errors import HealthGateError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
 from ops.stack.compose import Stack
 from ops.transport import Host
+from ops.transport.docker import engine_calls
+
+LOG_LINES = 15  # of a failing container, shown with the failure
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class ServiceHealth:
     state: str  # healthy | starting | unhealthy | exited | missing | running (no healthcheck)
     health_output: str = ""
     logs: str = ""
+    container: str = ""  # the failing container's name
+    exit_code: int | None = None  # of an exited container
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -33,6 +39,27 @@ class ServiceHealth:
     @property
     def failed(self) -> bool:
         return self.state in ("unhealthy", "exited", "dead", "restarting")
+
+    def describe(self) -> str:
+        """What is wrong with the service, as a person reads it: the exit code and OOM flag of an
+        exited container, the last health output of an unhealthy one."""
+        subject = f"service {self.service}" + (f" (container {self.container})" if self.container else "")
+        if self.state in ("exited", "dead", "restarting"):
+            verb = "restarts in a loop" if self.state == "restarting" else "exited"
+            code = f" with code {self.exit_code}" if self.exit_code is not None else ""
+            oom = " (OOM-killed: it ran out of its memory limit)" if self.oom_killed else ""
+            return f"{subject} {verb}{code}{oom}"
+        if self.state == "unhealthy":
+            return f"{subject} is unhealthy; last health output: {_last(self.health_output) or 'none'}"
+        if self.state == "missing":
+            return f"{subject} has no container"
+        return f"{subject} is {self.state}"
+
+
+def _last(output: str, limit: int = 200) -> str:
+    """The line of a health output that says what failed: its last (a traceback's error line)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else ""
 
 
 def _container_state(container: Any) -> tuple[str, str]:
@@ -65,7 +92,8 @@ def project_containers(
 ) -> list[dict[str, Any]]:
     """The project's containers as the engine lists them (one API call, no per-container inspect)."""
     labels = [f"{PROJECT_LABEL}={project}", *(f"{k}={v}" for k, v in (container_filter or {}).items())]
-    return list(host.docker().api.containers(all=True, filters={"label": labels}))
+    with engine_calls(host.name, "listing the project's containers"):
+        return list(host.docker().api.containers(all=True, filters={"label": labels}))
 
 
 def project_health(
@@ -75,6 +103,13 @@ def project_health(
 
     One list call when all is well; only a container that is not healthy is inspected, for its
     last health output and log lines."""
+    with engine_calls(host.name, "checking the services' health"):
+        return _project_health(host, project, services, container_filter)
+
+
+def _project_health(
+    host: Host, project: str, services: Iterable[str], container_filter: dict[str, str] | None
+) -> list[ServiceHealth]:
     by_service: dict[str, list[dict[str, Any]]] = {}
     for summary in project_containers(host, project, container_filter):
         by_service.setdefault((summary.get("Labels") or {}).get(SERVICE_LABEL, ""), []).append(summary)
@@ -90,11 +125,29 @@ def project_health(
         if state in ("healthy", "running"):
             report.append(ServiceHealth(service, state))
             continue
-        container = host.docker().containers.get(worst["Id"])
-        state, output = _container_state(container)
-        logs = "" if state == "starting" else container.logs(tail=15).decode(errors="replace").strip()
-        report.append(ServiceHealth(service, state, output, logs))
+        report.append(_inspect(host, service, worst["Id"]))
     return report
+
+
+def _inspect(host: Host, service: str, container_id: str) -> ServiceHealth:
+    return container_health(service, host.docker().containers.get(container_id))
+
+
+def container_health(service: str, container: Any) -> ServiceHealth:
+    """A container that is not healthy (a Docker SDK container, inspected): its state, last health
+    output, exit code, OOM flag and last log lines."""
+    state, output = _container_state(container)
+    logs = "" if state == "starting" else container.logs(tail=LOG_LINES).decode(errors="replace").rstrip()
+    facts = container.attrs.get("State", {})
+    return ServiceHealth(
+        service,
+        state,
+        output,
+        logs,
+        container=container.name,
+        exit_code=facts.get("ExitCode") if state in ("exited", "dead", "restarting") else None,
+        oom_killed=bool(facts.get("OOMKilled")),
+    )
 
 
 def wait_healthy(
@@ -118,21 +171,20 @@ def wait_healthy(
             on_progress(report)
         failed = [service for service in report if service.failed]
         if failed:
-            raise gate_error(host, failed[0], "failed its health check")
+            raise gate_error(host, failed[0], failed[0].describe())
         if all(service.ok for service in report):
             return report
         if clock() >= deadline:
-            waiting = [service for service in report if not service.ok]
-            raise gate_error(host, waiting[0], f"not healthy after {timeout:.0f} s ({waiting[0].state})")
+            waiting = next(service for service in report if not service.ok)
+            still = "has no container" if waiting.state == "missing" else f"is still {waiting.state}"
+            said = f"; last health output: {_last(waiting.health_output)}" if waiting.health_output else ""
+            raise gate_error(host, waiting, f"service {waiting.service} {still} after the gate's {timeout:.0f} s{said}")
         sleep(interval)
 
 
-def gate_error(host: Host, service: ServiceHealth, what: str) -> HealthGateError:
-    error = HealthGateError(
-        f"service {service.service} {what}",
-        where=host.name,
-        hint=f"last health output: {service.health_output[-200:] or 'none'}",
-    )
+def gate_error(host: Host, service: ServiceHealth, message: str) -> HealthGateError:
+    """The gate's failure: what failed and how; the service (with its log lines) rides along."""
+    error = HealthGateError(message, where=host.name)
     error.service = service
     return error
 

@@ -33,7 +33,12 @@ class HostDeployReport:
         data: dict[str, object] = {k: v for k, v in self.__dict__.items() if k != "failing"}
         if self.failing:
             data["failing_service"] = self.failing.service
+            data["failing_container"] = self.failing.container
+            data["state"] = self.failing.state
+            data["exit_code"] = self.failing.exit_code
+            data["oom_killed"] = self.failing.oom_killed
             data["health_output"] = self.failing.health_output
+            data["logs"] = self.failing.logs
         return data
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ops.config import Environment
 from ops.console import FAILED, SKIPPED, Reporter
 from ops.deploy.orchestrator import SUCCEEDED, HostDeployReport
-from ops.errors import OpsError
+from ops.errors import ConnectionLost, OpsError, connection_failure
 from ops.host import audit
 from ops.host.lock import held, operator
 from ops.transport import Fleet, Host
@@ -56,7 +56,7 @@ def roll_out(
     """work on every host of the fleet, batch by batch, holding the deploy lock of all of them;
     then one audit line per host's report."""
     with held(fleet, env.project, reason, reporter, wait=lock_wait):
-        reports = run_batches(env, fleet, batch, work, reporter)
+        reports = run_batches(env, fleet, batch, work, reporter, action)
         record_audit(env, action, version, reports, fleet.hosts)
     return reports
 
@@ -99,6 +99,7 @@ def run_batches(
     batch: int,
     work: Callable[[Host], HostDeployReport],
     reporter: Reporter,
+    action: str = "deploy",
 ) -> list[HostDeployReport]:
     reports: list[HostDeployReport] = []
     groups = batches(fleet.hosts, batch)
@@ -108,7 +109,10 @@ def run_batches(
             if item.value is not None:
                 reports.append(item.value)
             else:
-                message = item.error.one_line() if item.error else "failed"
+                error = item.error
+                if isinstance(error, ConnectionLost):  # as a sentence, when no layer said what was under way
+                    error = connection_failure(f"the {action}", error, where=item.host)
+                message = error.line_for(item.host) if error else "failed"
                 reporter.step(item.host, "deploy", FAILED, message)
                 reports.append(HostDeployReport(item.host, "failed", error=message, seconds=item.seconds))
         if any(report.result not in SUCCEEDED for report in reports) and number < len(groups) - 1:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
-from ops.deploy.health import ServiceHealth, gate_error
+from ops.deploy.health import ServiceHealth, container_health, gate_error
 from ops.deploy.orchestrator import HostDeployReport
 from ops.deploy.prepare import prepare
 from ops.deploy.releases import Release, ReleaseStore, pin_tag
@@ -32,6 +32,7 @@ from ops.errors import DeployError, HealthGateError, OpsError
 from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
 from ops.images import ImageDelivery, delivery_for, send_if_missing
 from ops.transport import Fleet, Host
+from ops.transport.docker import engine_calls
 
 
 @dataclass
@@ -48,7 +49,8 @@ class SwapReport:
 
 def service_containers(host: Host, project: str, service: str) -> list[Any]:
     labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]
-    return list(host.docker().containers.list(all=True, filters={"label": labels}))
+    with engine_calls(host.name, f"listing the containers of {service}"):
+        return list(host.docker().containers.list(all=True, filters={"label": labels}))
 
 
 def _image_id(container: Any) -> str:
@@ -56,8 +58,9 @@ def _image_id(container: Any) -> str:
     return str(container.attrs.get("Image", ""))
 
 
-def _health(container: Any) -> str:
-    container.reload()
+def _health(container: Any, where: str) -> str:
+    with engine_calls(where, "reading a container's state"):
+        container.reload()
     state = container.attrs.get("State", {})
     if state.get("Status") != "running":
         return "exited"
@@ -75,23 +78,28 @@ def _wait_new_healthy(
 ) -> None:
     deadline = clock() + timeout
     while True:
-        states = {c.name: _health(c) for c in containers}
+        states = {c.name: _health(c, host.name) for c in containers}
         bad = [c for c in containers if states[c.name] in ("unhealthy", "exited")]
         if bad:
-            raise _failure(host, service, bad[0], states[bad[0].name])
+            raise _failure(host, service, bad[0])
         if all(state in ("healthy", "running") for state in states.values()):
             return
         if clock() >= deadline:
             waiting = next(c for c in containers if states[c.name] not in ("healthy", "running"))
-            raise _failure(host, service, waiting, f"not healthy after {timeout:.0f} s")
+            raise _failure(host, service, waiting, timeout)
         sleep(0.5)
 
 
-def _failure(host: Host, service: str, container: Any, what: str) -> HealthGateError:
-    log = (container.attrs.get("State", {}).get("Health") or {}).get("Log") or []
-    output = (log[-1].get("Output") or "").strip() if log else ""
-    logs = container.logs(tail=15).decode(errors="replace").strip()
-    return gate_error(host, ServiceHealth(service, what, output, logs), f"(new container {container.name}) {what}")
+def _failure(host: Host, service: str, container: Any, timeout: float | None = None) -> HealthGateError:
+    """A new container that failed (or, with timeout, is still starting when the gate's time is up)."""
+    health = container_health(service, container)
+    if timeout is None or health.failed:
+        return gate_error(host, health, health.describe())
+    return gate_error(
+        host,
+        health,
+        f"service {service} (new container {container.name}) is still {health.state} after {timeout:.0f} s",
+    )
 
 
 def _retire(
@@ -141,7 +149,7 @@ def swap_service(
     target = release.images[service]
     containers = service_containers(host, project, service)
     old = [c for c in containers if _image_id(c) != target]
-    healthy_new = [c for c in containers if _image_id(c) == target and _health(c) in ("healthy", "running")]
+    healthy_new = [c for c in containers if _image_id(c) == target and _health(c, host.name) in ("healthy", "running")]
     report = SwapReport(host.name, service, "failed", old=[c.name for c in old])
     for container in containers:  # a broken new container left by an interrupted swap
         if _image_id(container) == target and container not in healthy_new:
@@ -168,8 +176,10 @@ def swap_service(
         for container in service_containers(host, project, service):
             if container.id not in kept:
                 container.remove(force=True)
-        reporter.step(host.name, f"swap {service}", FAILED, f"{error.one_line()}; the old containers keep serving")
-        report.error = error.one_line()
+        reporter.step(
+            host.name, f"swap {service}", FAILED, f"{error.line_for(host.name)}; the old containers keep serving"
+        )
+        report.error = error.line_for(host.name)
         report.failing = getattr(error, "service", None)
         report.seconds = clock() - started
         return report

@@ -14,3 +14,4 @@ BACKUP_PRE_LABEL = "opskit.backup.pre"  # command run in the container before it
 BACKUP_POST_LABEL = "opskit.backup.post"  # ... and after
 BACKUP_STOP_LABEL = "opskit.backup.stop"  # stop the container while its volumes are archived
 BACKUP_RECIPE_LABEL = "opskit.backup.recipe"  # the recipe to use, overriding detection
+ROLE_LABEL = "opskit.role"  # what a service is to the runbooks (redis, postgres, ...), overriding detection

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.console import CHANGED, OK, Reporter
-from ops.errors import DeployError, HostError
+from ops.errors import DeployError, HostError, connection_failure
 from ops.images.delivery import Delivered, ReleaseImages, host_image_ids, present_after
 from ops.images.local import build_if_changed
 from ops.stack.compose import Stack
@@ -102,14 +102,20 @@ def send_images(
                 on_bytes(len(chunk))
             yield chunk
 
+    import docker
+
     try:
         remote = host.docker()
         result = remote.api._post(remote.api._url("/images/load"), data=chunks(), params={"quiet": True}, stream=False)
         remote.api._raise_for_status(result)
     except HostError:
         raise
-    except Exception as error:
-        raise HostError(f"sending images failed: {error}", where=host.name) from None
+    except docker.errors.APIError as error:  # the host's engine answered: not a transport failure
+        raise DeployError(
+            f"the host's Docker engine refused the images: {error.explanation or error}", where=host.name
+        ) from None
+    except Exception as error:  # requests, paramiko, socket: the connection itself
+        raise connection_failure("sending images", error, where=host.name) from None
     finally:
         response.close()
     return sent

@@ -27,7 +27,7 @@ def all_(
     volume: list[str] | None = None,
     gzip: bool = False,
     target: str | None = None,
-    lock_wait: float = 0,
+    lock_wait: int = 0,
     json: bool = False,
 ) -> None:
     """Back up every named volume of the stack on every host into a new snapshot (BACKUP_TARGET)."""
@@ -348,7 +348,7 @@ def collection() -> Collection:
             iterable=["volume"],
             help={
                 "host": "only this host",
-                "volume": "only this volume (repeatable; compose name, e.g. redis-data)",
+                "volume": "STRING: only this volume (repeatable; compose name, e.g. redis-data)",
                 "gzip": "gzip instead of zstd",
                 "target": "local (BACKUP_DIR on this machine) or host (BACKUP_HOST_DIR on each host)",
                 "lock_wait": "seconds to wait while a deploy, rollback or restore holds the lock (default: fail)",

@@ -56,6 +56,26 @@ def _debug_wanted(flag: bool) -> bool:
     return flag or os.environ.get("OPS_DEBUG") == "1" or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
+# Short flags a reader would take for something else: -h is help everywhere.
+RESERVED_SHORT_FLAGS = frozenset("h")
+LONG_ONLY = frozenset({"debug"})  # rarely typed; its first letter belongs to --dry-run
+
+
+class OpsTask(Task[Any]):
+    """A task whose short flags surprise no one: an option gets the first letter of its name, or
+    no short flag at all (never a letter from the middle of its name), and none gets -h.
+
+    Invoke's help names the value type of str and int options only: tasks take whole seconds
+    (int) rather than floats, so every option's type shows (tests/unit/test_tasks_help.py)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        long, *shorts = opts["names"]
+        keep = [s for s in shorts if s == long[0] and s not in RESERVED_SHORT_FLAGS and name not in LONG_ONLY]
+        opts["names"] = [long, *keep]
+        return opts
+
+
 def command(
     body: Callable[..., Any],
     *,
@@ -108,7 +128,7 @@ def command(
         helps.setdefault("json", "print machine-readable JSON instead of tables")
     names = {param.name for param in params}
     helps = {key: text for key, text in helps.items() if key in names}
-    return Task(
+    return OpsTask(
         run,
         name=name or body.__name__.replace("_", "-").strip("-"),
         default=default,

@@ -34,6 +34,7 @@ def _render(result: DeployResult, as_json: bool) -> None:
 
     from ops.console import console, print_json
     from ops.deploy import SUCCEEDED
+    from ops.deploy.explain import explain_failures
 
     if as_json:
         print_json(result.as_dict())
@@ -49,12 +50,11 @@ def _render(result: DeployResult, as_json: bool) -> None:
                 report.host, f"[{style}]{report.result}[/]", report.release, report.previous, f"{report.seconds:.1f}"
             )
         out.print(table)
-        for report in result.hosts:
-            if report.error:
-                out.print(f"[bold red]{escape(report.host)}:[/] {escape(report.error)}")
-            if report.failing and report.failing.logs:
-                out.print(f"[dim]last log lines of {report.failing.service}:[/]")
-                out.print(escape(report.failing.logs), markup=False)
+        explained = explain_failures(result.hosts, result.environment)
+        for host, error in explained.errors:
+            out.print(f"[bold red]{escape(host)}:[/] {escape(error)}")
+        for line in explained.logs + explained.next_steps:
+            out.print(line, markup=False, highlight=False)
         done = sum(1 for report in result.hosts if report.result in SUCCEEDED)
         out.print(
             f"{result.action}: {done}/{len(result.hosts)} hosts {'ok' if result.ok else 'NOT ok'} "
@@ -72,7 +72,7 @@ def deploy(
     batch: int = 0,
     dry_run: bool = False,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     reason: str = "",
     json: bool = False,
 ) -> None:
@@ -106,7 +106,7 @@ def rollback(
     to: str | None = None,
     host: str | None = None,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     json: bool = False,
 ) -> None:
     """Go back to the previous (or --to) release: its compose files, env and pinned images."""
@@ -245,7 +245,7 @@ def lock_status(c: Context, env: str | None = None, json: bool = False) -> None:
         raise failed()
 
 
-def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: float = 0.0) -> None:
+def lock_acquire(c: Context, env: str | None = None, reason: str = "maintenance", wait: int = 0) -> None:
     """Take the deploy lock on every host (for maintenance); release it with lock.release."""
     from ops.console import console
     from ops.host.lock import DeployLock
@@ -324,12 +324,12 @@ def swap(
     env: str | None = None,
     version: str | None = None,
     image: str | None = None,
-    timeout: float = 0.0,
-    drain: float = -1.0,
+    timeout: int = 0,
+    drain: int = -1,
     host: str | None = None,
     batch: int = 0,
     yes: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: int = 0,
     json: bool = False,
 ) -> None:
     """Swap one service blue-green: new containers beside the old, health gate, drain, retire the old."""

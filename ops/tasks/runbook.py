@@ -1,7 +1,9 @@
-"""`inv runbook.*`: list, show and run the runbooks (ops/oncall/runbooks/ and the repository's runbooks/)."""
+"""`inv runbook.*`: list, show and run the runbooks (ops/oncall/runbooks/, the stack's runbooks/ and
+the repository's runbooks/)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
@@ -12,14 +14,27 @@ if TYPE_CHECKING:
     from invoke.context import Context
 
 
-def list_(c: Context, json: bool = False) -> None:
+def _stack_dir(c: Context, env: str | None) -> Path | None:
+    """The environment's stack directory, whose runbooks/ joins the shipped ones; None when no
+    environment is chosen or can be (listing needs none)."""
+    from ops.errors import ConfigError
+
+    try:
+        return load_env(c, env).stack_dir
+    except ConfigError:
+        if env:
+            raise
+        return None
+
+
+def list_(c: Context, env: str | None = None, json: bool = False) -> None:
     """The runbooks: name, the alerts they answer, where they come from."""
     from rich.table import Table
 
     from ops.console import console, print_json
     from ops.oncall.runbook import load_all
 
-    runbooks = load_all(project_root())
+    runbooks = load_all(project_root(), _stack_dir(c, env))
     if json:
         print_json(
             [
@@ -37,14 +52,14 @@ def list_(c: Context, json: bool = False) -> None:
     console().print(f"{len(runbooks)} runbooks; run one with: inv runbook.run NAME [--fix]")
 
 
-def show(c: Context, name: str, json: bool = False) -> None:
+def show(c: Context, name: str, env: str | None = None, json: bool = False) -> None:
     """One runbook: symptoms, diagnosis steps with their healthy answer, recovery, RTO/RPO."""
     from rich.markup import escape
 
     from ops.console import console, print_json
     from ops.oncall.runbook import find
 
-    runbook = find(project_root(), name)
+    runbook = find(project_root(), name, _stack_dir(c, env))
     if json:
         print_json(runbook.as_dict())
         return
@@ -58,8 +73,7 @@ def show(c: Context, name: str, json: bool = False) -> None:
         out.print(f"  - {escape(symptom)}")
     out.print("[bold]diagnosis[/]")
     for index, step in enumerate(runbook.steps, 1):
-        where = {"host": "on each host", "exec": f"in each {step.service} container", "doctor": "doctor check"}
-        out.print(f"  {index}. {escape(step.title)} ({where[step.kind]})")
+        out.print(f"  {index}. {escape(step.title)} ({_place(step.kind, step.service, step.role)})")
         out.print(f"     $ {escape(' '.join(step.command.split()))}", highlight=False)
         healthy = _describe_expect(step.expect)
         out.print(f"     healthy: {escape(healthy)}; otherwise: {escape(step.cause)}")
@@ -67,10 +81,19 @@ def show(c: Context, name: str, json: bool = False) -> None:
     if not runbook.actions:
         out.print("  none automatic: follow the causes the diagnosis names")
     for index, action in enumerate(runbook.actions, 1):
-        place = "on each host" if action.kind == "host" else f"in each {action.service} container"
+        place = _place(action.kind, action.service, action.role)
         when = f" when {', '.join(action.when)} failed" if action.when else ""
         out.print(f"  {index}. {escape(action.title)} ({place}{when})")
         out.print(f"     $ {escape(' '.join(action.command.split()))}", highlight=False)
+
+
+def _place(kind: str, service: str, role: str) -> str:
+    if kind == "doctor":
+        return "doctor check"
+    if role:
+        where = "on each host" if kind == "host" else "in each container"
+        return f"{where}, for every {role} service; not applicable without one"
+    return "on each host" if kind == "host" else f"in each {service} container"
 
 
 def _describe_expect(expect: object) -> str:
@@ -99,7 +122,7 @@ def run(
     from ops.oncall.doctor import probe
     from ops.oncall.runbook import find, run_runbook
 
-    runbook = find(project_root(), name)
+    runbook = find(project_root(), name, _stack_dir(c, env))
     environment = load_env(c, env)
 
     def ask(question: str) -> bool:

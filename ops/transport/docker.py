@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ops.errors import HostError, OpsError
+from ops.errors import HostError, OpsError, connection_failure
 
 if TYPE_CHECKING:
     import docker
@@ -30,6 +31,23 @@ def find_image(client: docker.DockerClient, name: str) -> Any:
         return client.images.get(name)
     except docker.errors.ImageNotFound:
         return None
+
+
+@contextmanager
+def engine_calls(where: str, doing: str) -> Iterator[None]:
+    """Docker SDK calls to a host's engine whose failures read as sentences: an error the engine
+    answered is a HostError with its explanation; any other (requests, paramiko, socket) is the
+    connection failing while doing. OpsErrors pass through."""
+    import docker
+
+    try:
+        yield
+    except OpsError:
+        raise
+    except docker.errors.APIError as error:
+        raise HostError(f"{doing}: the Docker engine answered {error.explanation or error}", where=where) from None
+    except Exception as error:
+        raise connection_failure(doing, error, where=where) from None
 
 
 def remote_client(runner: Runner, where: str) -> docker.DockerClient:

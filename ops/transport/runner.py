@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ops.config import Environment, HostSpec
-from ops.errors import AuthenticationError, HostError, HostKeyError
+from ops.errors import AuthenticationError, ConnectionLost, HostError, HostKeyError
 from ops.transport.shell import short
 from ops.transport.streams import Sink, Source, channel_in, channel_out, open_channel, openssh_in, openssh_out, ssh_argv
 
@@ -153,7 +153,9 @@ class SSHRunner:
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
                 reason = "connection refused"
-            raise HostError(f"unreachable: {reason}", where=where, hint="is the host up and the port right?") from None
+            raise ConnectionLost(
+                f"unreachable: {reason}", where=where, hint="is the host up and the port right?", unreachable=True
+            ) from None
         self._connection = connection
         return connection
 
@@ -167,7 +169,9 @@ class SSHRunner:
         except Exception as error:  # invoke's CommandTimedOut, paramiko errors mid-command
             if type(error).__name__ == "CommandTimedOut":
                 raise HostError(f"command timed out after {timeout}s: {short(command)}", where=self.spec.name) from None
-            raise HostError(f"connection lost: {error}", where=self.spec.name) from None
+            raise ConnectionLost(
+                f"the connection to the host dropped while running `{short(command)}`", where=self.spec.name
+            ) from None
         return CommandResult(command, result.exited, result.stdout, result.stderr)
 
     def _run_with_stdin(
@@ -193,8 +197,10 @@ class SSHRunner:
                     channel.status_event.wait(0.05)
             code = channel.recv_exit_status()
             channel.close()
-        except (OSError, EOFError) as error:
-            raise HostError(f"connection lost: {error or type(error).__name__}", where=self.spec.name) from None
+        except Exception:  # socket errors, EOF, paramiko's SSHException ("SSH session not active")
+            raise ConnectionLost(
+                f"the connection to the host dropped while running `{short(command)}`", where=self.spec.name
+            ) from None
         return CommandResult(command, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def put(self, local: Path | IO[bytes], remote: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ops.config import HostSpec
-from ops.errors import HostError
+from ops.errors import ConnectionLost
 
 CHUNK = 1 << 20
 
@@ -58,9 +58,12 @@ def open_channel(client: Any, command: str, where: str) -> Any:
     """A paramiko session running command, with a window wide enough for bulk data."""
     transport = client.get_transport()
     if transport is None:
-        raise HostError("SSH connection lost", where=where)
-    channel = transport.open_session(window_size=1 << 25, max_packet_size=1 << 15)
-    channel.exec_command(command)
+        raise ConnectionLost("the SSH connection to the host is closed", where=where)
+    try:
+        channel = transport.open_session(window_size=1 << 25, max_packet_size=1 << 15)
+        channel.exec_command(command)
+    except Exception:  # paramiko's SSHException on a dead transport, socket errors
+        raise ConnectionLost("the SSH connection to the host dropped", where=where) from None
     return channel
 
 
@@ -155,8 +158,8 @@ def channel_in(channel: Any, source: Source, on_bytes: Callable[[int], None], wh
             else:
                 channel.status_event.wait(0.05)
         code = channel.recv_exit_status()
-    except OSError as error:  # the remote end died mid-stream
-        raise HostError(f"stream to host broke: {error}", where=where) from None
+    except Exception:  # the remote end died mid-stream (socket errors, paramiko's SSHException)
+        raise ConnectionLost("the connection to the host dropped mid-stream", where=where) from None
     finally:
         channel.close()
     return code, output.decode(errors="replace")

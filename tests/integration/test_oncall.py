@@ -90,7 +90,7 @@ def test_redis_stopped_is_named_by_its_runbook_and_doctor_and_fixed(sick_lab: La
 
     code, report = run_json(sick_lab, "runbook.run", "redis-down")
     assert code == 1
-    assert re.search(r"the redis container is not running \(exited demo-redis-\d+\)", report["conclusion"])
+    assert re.search(r"the Redis service redis is not running \(exited demo-redis-\d+\)", report["conclusion"])
     assert not step(report, "a redis container is running", host)["ok"]
     assert step(report, "a redis container is running", sick_lab.env.hosts[1].name)["ok"]
 

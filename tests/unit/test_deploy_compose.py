@@ -110,7 +110,8 @@ def test_a_release_failing_its_gate_is_recorded_failed_and_the_host_goes_back(wo
     result, commands = world.deploy("v2")
     report = world.report
     assert (result, report.previous) == ("rolled-back", first)
-    assert report.error == "a: service web failed its health check (last health output: HTTP 500 from /health)"
+    # the host is the report's own field: the error does not name it again
+    assert report.error == "service web (container demo-web-3) is unhealthy; last health output: HTTP 500 from /health"
     assert report.failing is not None and report.failing.service == "web"
     assert world.runner.current == first
     assert world.status(report.release) == "failed" and world.status(first) == "active"
@@ -125,7 +126,7 @@ def test_a_first_release_failing_its_gate_has_nothing_to_go_back_to(world: World
     world.runner.health[image_id("redis:7")] = ("unhealthy", "NOAUTH")
     result, _ = world.deploy("v1")
     assert result == "failed"
-    assert "service redis failed its health check" in world.report.error
+    assert "service redis (container demo-redis-1) is unhealthy" in world.report.error
     assert world.runner.current is None
     assert world.steps()[-1] == ("restore", SKIPPED, "no previous release to go back to")
 

@@ -61,7 +61,7 @@ def test_an_unhealthy_service_fails_the_gate_with_its_health_output_and_logs() -
     with pytest.raises(HealthGateError) as raised:
         wait_healthy(host, "demo", ["web", "redis"], timeout=60, clock=clock, sleep=clock.sleep)
     assert raised.value.one_line() == (
-        "a: service web failed its health check (last health output: curl: (7) Failed to connect)"
+        "a: service web (container demo-web-1) is unhealthy; last health output: curl: (7) Failed to connect"
     )
     failing = raised.value.service
     assert isinstance(failing, ServiceHealth)
@@ -70,12 +70,24 @@ def test_an_unhealthy_service_fails_the_gate_with_its_health_output_and_logs() -
 
 
 def test_an_exited_container_fails_the_gate() -> None:
-    host, _ = host_with(("web", {"state": "exited", "health": None, "log": "Traceback ...\nKeyError: 'REDIS_URL'"}))
-    with pytest.raises(HealthGateError, match="service web failed its health check") as raised:
+    host, _ = host_with(
+        ("web", {"state": "exited", "health": None, "exit_code": 3, "log": "Traceback ...\nKeyError: 'REDIS_URL'"})
+    )
+    with pytest.raises(HealthGateError) as raised:
         wait_healthy(host, "demo", ["web"], timeout=60, sleep=lambda s: None)
     failing = raised.value.service
     assert isinstance(failing, ServiceHealth)
     assert failing.state == "exited" and "KeyError: 'REDIS_URL'" in failing.logs
+    assert raised.value.one_line() == "a: service web (container demo-web-1) exited with code 3"
+
+
+def test_an_oom_killed_container_says_so() -> None:
+    host, _ = host_with(("web", {"state": "exited", "health": None, "exit_code": 137, "oom_killed": True}))
+    with pytest.raises(HealthGateError) as raised:
+        wait_healthy(host, "demo", ["web"], timeout=60, sleep=lambda s: None)
+    assert raised.value.message == (
+        "service web (container demo-web-1) exited with code 137 (OOM-killed: it ran out of its memory limit)"
+    )
 
 
 def test_a_service_still_starting_at_the_deadline_times_out() -> None:
@@ -84,7 +96,7 @@ def test_a_service_still_starting_at_the_deadline_times_out() -> None:
     with pytest.raises(HealthGateError) as raised:
         wait_healthy(host, "demo", ["web", "redis"], timeout=10, clock=clock, sleep=clock.sleep)
     assert raised.value.one_line() == (
-        "a: service web not healthy after 10 s (starting) (last health output: connection refused)"
+        "a: service web is still starting after the gate's 10 s; last health output: connection refused"
     )
     assert clock.now == 10 and len(clock.sleeps) == 20
 
@@ -92,7 +104,7 @@ def test_a_service_still_starting_at_the_deadline_times_out() -> None:
 def test_a_service_without_a_container_is_missing_until_the_deadline() -> None:
     host, _ = host_with(("redis", {}))
     clock = FakeClock()
-    with pytest.raises(HealthGateError, match=r"service web not healthy after 5 s \(missing\)"):
+    with pytest.raises(HealthGateError, match=r"service web has no container after the gate's 5 s"):
         wait_healthy(host, "demo", ["web", "redis"], timeout=5, clock=clock, sleep=clock.sleep)
 
 

@@ -75,8 +75,8 @@ def test_a_failing_new_side_is_removed_and_the_old_keep_serving(world: World) ->
     override = world.runner.releases[str(world.runner.current)]["compose.opskit.yaml"]
     report, _ = swap(world, "demo/web:broken")
     assert report.result == "failed"
-    assert report.error.startswith("a: service web (new container demo-web-")
-    assert report.error.endswith(" unhealthy (last health output: connection refused)")
+    assert report.error.startswith("service web (container demo-web-")
+    assert report.error.endswith(" is unhealthy; last health output: connection refused")
     assert report.failing is not None and report.failing.health_output == "connection refused"
     assert world.runner.service_containers("web") == [old]
     assert (old.state, old.signals) == ("running", [])

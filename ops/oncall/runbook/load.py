@@ -1,7 +1,8 @@
 """Loading runbooks: TOML files, validated, with errors that name the file and line or key.
 
-The shipped runbooks live in ops/oncall/runbooks/, a repository's own in its runbooks/ folder (same
-name overrides). This module only reads files; it never reaches a host.
+The shipped runbooks live in ops/oncall/runbooks/, a stack's own in its runbooks/ folder (beside
+its compose file), a repository's own in its runbooks/ folder; a later one of the same name
+overrides an earlier one. This module only reads files; it never reaches a host.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 _TOP = {"name", "title", "alerts", "alert", "symptoms", "diagnosis", "recovery", "rto", "rpo"}
-_STEP = {"id", "title", "host", "exec", "service", "doctor", "expect", "cause"}
-_ACTION = {"title", "host", "exec", "service", "when"}
+_STEP = {"id", "title", "host", "exec", "service", "role", "doctor", "expect", "cause"}
+_ACTION = {"title", "host", "exec", "service", "role", "when"}
 _EXPECT = {"exit_code", "match", "no_match", "max", "min"}
 
 
@@ -92,16 +93,23 @@ def _expect(data: Any, display: str, where: str) -> Expect:
     )
 
 
-def _kind(data: Mapping[str, Any], kinds: tuple[str, ...], display: str, where: str) -> tuple[str, str, str]:
+def _kind(data: Mapping[str, Any], kinds: tuple[str, ...], display: str, where: str) -> tuple[str, str, str, str]:
+    """(kind, command, service, role): exec runs in a named service or in every service of a role;
+    a host command may be bound to a role too (once per service, as $SERVICE)."""
     given = [kind for kind in kinds if kind in data]
     if len(given) != 1:
         raise _fail(display, where.rstrip("."), f"needs exactly one of {', '.join(kinds)}")
     kind = given[0]
     command = _string(data, kind, display, where)
-    service = _string(data, "service", display, where, required=kind == "exec")
+    role = _string(data, "role", display, where, required=False)
+    service = _string(data, "service", display, where, required=kind == "exec" and not role)
+    if service and role:
+        raise _fail(display, f"{where}role", "give service or role, not both")
     if service and kind != "exec":
         raise _fail(display, f"{where}service", "only goes with exec")
-    return kind, command, service
+    if role and kind == "doctor":
+        raise _fail(display, f"{where}role", "does not go with doctor")
+    return kind, command, service, role
 
 
 def parse_runbook(text: str, path: Path, source: str, display: str | None = None) -> Runbook:
@@ -132,7 +140,7 @@ def parse_runbook(text: str, path: Path, source: str, display: str | None = None
         if not isinstance(item, dict):
             raise _fail(display, where.rstrip("."), "must be a table ([[diagnosis]])")
         _unknown(item, _STEP, display, where)
-        kind, command, service = _kind(item, ("host", "exec", "doctor"), display, where)
+        kind, command, service, role = _kind(item, ("host", "exec", "doctor"), display, where)
         step_id = _string(item, "id", display, where, required=False)
         if step_id:
             ids.add(step_id)
@@ -145,6 +153,7 @@ def parse_runbook(text: str, path: Path, source: str, display: str | None = None
                 expect=_expect(item.get("expect"), display, where),
                 cause=_string(item, "cause", display, where),
                 id=step_id,
+                role=role,
             )
         )
     actions = []
@@ -153,12 +162,12 @@ def parse_runbook(text: str, path: Path, source: str, display: str | None = None
         if not isinstance(item, dict):
             raise _fail(display, where.rstrip("."), "must be a table ([[recovery]])")
         _unknown(item, _ACTION, display, where)
-        kind, command, service = _kind(item, ("host", "exec"), display, where)
+        kind, command, service, role = _kind(item, ("host", "exec"), display, where)
         when = _strings(item, "when", display, where)
         for step_id in when:
             if step_id not in ids:
                 raise _fail(display, f"{where}when", f"no diagnosis step has id {step_id!r}")
-        actions.append(Action(_string(item, "title", display, where), kind, command, service, when))
+        actions.append(Action(_string(item, "title", display, where), kind, command, service, when, role))
     return Runbook(
         name=name,
         title=_string(data, "title", display, ""),
@@ -185,24 +194,41 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("ops.oncall") / "runbooks"))
 
 
-def runbook_files(root: Path | None) -> dict[str, tuple[Path, str, str]]:
-    """name -> (file, source, display): the shipped runbooks, overridden by root/runbooks/."""
+def runbook_files(root: Path | None, stack_dir: Path | None = None) -> dict[str, tuple[Path, str, str]]:
+    """name -> (file, source, display): the shipped runbooks, overridden by the stack's own
+    (stack_dir/runbooks/), overridden by the repository's (root/runbooks/)."""
     files: dict[str, tuple[Path, str, str]] = {}
     for path in sorted(shipped_dir().glob("*.toml")):
         files[path.stem] = (path, "shipped", f"ops/oncall/runbooks/{path.name}")
-    if root is not None and (root / RUNBOOK_DIR).is_dir():
-        for path in sorted((root / RUNBOOK_DIR).glob("*.toml")):
-            files[path.stem] = (path, f"{RUNBOOK_DIR}/{path.name}", f"{RUNBOOK_DIR}/{path.name}")
+    for folder in (stack_dir, root):
+        if folder is None or not (folder / RUNBOOK_DIR).is_dir():
+            continue
+        for path in sorted((folder / RUNBOOK_DIR).glob("*.toml")):
+            shown = _shown(path, root)
+            files[path.stem] = (path, shown, shown)
     return files
 
 
-def load_all(root: Path | None) -> dict[str, Runbook]:
+def _shown(path: Path, root: Path | None) -> str:
+    """The path as a person finds it: relative to the repository when inside it."""
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def load_all(root: Path | None, stack_dir: Path | None = None) -> dict[str, Runbook]:
     """Every runbook, validated; the first invalid file raises RunbookError."""
-    return {name: load_runbook(path, source, display) for name, (path, source, display) in runbook_files(root).items()}
+    return {
+        name: load_runbook(path, source, display)
+        for name, (path, source, display) in runbook_files(root, stack_dir).items()
+    }
 
 
-def find(root: Path | None, name: str) -> Runbook:
-    files = runbook_files(root)
+def find(root: Path | None, name: str, stack_dir: Path | None = None) -> Runbook:
+    files = runbook_files(root, stack_dir)
     if name not in files:
         raise RunbookError(
             f"unknown runbook {name!r}",

@@ -65,10 +65,11 @@ class DiagnosisStep:
     title: str
     kind: str  # host | exec | doctor
     command: str  # the shell command, or the doctor check's name
-    service: str = ""  # for exec
+    service: str = ""  # for exec: the compose service by name
     expect: Expect = field(default_factory=Expect)
-    cause: str = ""  # what is wrong when the answer is not healthy ({value}, {output}, {host})
+    cause: str = ""  # what is wrong when the answer is not healthy ({value}, {output}, {host}, {service})
     id: str = ""
+    role: str = ""  # instead of a name: every service playing this role (subjects.py); none: not applicable
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Action:
     command: str
     service: str = ""
     when: tuple[str, ...] = ()  # ids of steps that must have failed; empty: any failure
+    role: str = ""  # every service playing this role, as for a step
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ LAYER = {
     "provision": 5,
     "backup": 5,
     "oncall": 5,
+    "swarm": 5,
     "lab": 6,
     "pipeline": 6,
     "tasks": 7,

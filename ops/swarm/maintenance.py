@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from ops.config import Environment
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import SwarmError
-from ops.swarm.state import SwarmState, manager_host, read_state
-from ops.transport import Host, SSHRunner
+from ops.swarm.state import RunnerFactory, SwarmState, manager_host, node_host, read_state
+from ops.transport import Host
 from ops.transport.shell import q
 
 DRAIN_TIMEOUT = 300.0
@@ -38,12 +38,11 @@ class MaintenanceResult:
         return f"{what} ({self.seconds:.1f} s)"
 
 
-def resolve_node(env: Environment, state: SwarmState, name: str) -> str:
+def resolve_node(env: Environment, state: SwarmState, name: str, runner_factory: RunnerFactory | None = None) -> str:
     """The node ID for name: a host as HOSTS names it, a node's hostname or its ID."""
     spec = next((spec for spec in env.hosts if name in (spec.name, spec.address) and name), None)
     if spec is not None:
-        login = spec.as_user(env.deploy_user)
-        host = Host(login, SSHRunner.for_environment(login, env))
+        host = node_host(env, spec, runner_factory)
         try:
             node_id = host.run("docker info --format '{{.Swarm.NodeID}}'", timeout=30).stdout.strip()
         finally:
@@ -93,6 +92,7 @@ def set_availability(
     poll: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    runner_factory: RunnerFactory | None = None,
 ) -> MaintenanceResult:
     """Set a node's availability on a manager. A drain waits until no task runs on the node and
     each replicated service that had tasks there runs as many as before (at most its desired
@@ -100,9 +100,9 @@ def set_availability(
     if availability not in AVAILABILITIES:
         raise SwarmError(f"availability {availability!r} is not one of {', '.join(AVAILABILITIES)}")
     started = clock()
-    with manager_host(env) as manager:
+    with manager_host(env, runner_factory) as manager:
         state = read_state(manager)
-        node_id = resolve_node(env, state, name)
+        node_id = resolve_node(env, state, name, runner_factory)
         node = state.node(node_id)
         label = node.hostname if node else name
         changed = node is None or node.availability.lower() != availability

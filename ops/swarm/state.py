@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from ops.config import Environment, HostSpec
 from ops.errors import HostError, OpsError, SwarmError
-from ops.transport import Host, SSHRunner
+from ops.transport import Host, Runner, SSHRunner
+from ops.transport.shell import sections
 
 STATE_SCRIPT = r"""
 s() { printf '\n@@%s@@\n' "$1"; }
@@ -95,20 +96,6 @@ class SwarmState:
         return asdict(self)
 
 
-def _sections(text: str) -> dict[str, str]:
-    sections: dict[str, str] = {}
-    name, lines = "", list[str]()
-    for line in text.split("\n"):
-        match = re.match(r"^@@(.+)@@$", line)
-        if match:
-            if name:
-                sections[name] = "\n".join(lines).strip()
-            name, lines = match.group(1), []
-        else:
-            lines.append(line)
-    return sections
-
-
 def _json_lines(text: str) -> list[dict[str, object]]:
     rows = []
     for line in text.splitlines():
@@ -137,7 +124,7 @@ def _local_volumes(spec: dict[str, object]) -> tuple[LocalVolume, ...]:
 
 def parse_state(manager: str, text: str) -> SwarmState:
     """SwarmState from STATE_SCRIPT's output (also how unit tests build one)."""
-    sections = _sections(text)
+    answers = {name: body.strip() for name, body in sections(text).items()}
     nodes = tuple(
         NodeStatus(
             id=str(row.get("ID", "")),
@@ -147,21 +134,21 @@ def parse_state(manager: str, text: str) -> SwarmState:
             manager_status=str(row.get("ManagerStatus", "")),
             engine=str(row.get("EngineVersion", "")),
         )
-        for row in _json_lines(sections.get("nodes", ""))
+        for row in _json_lines(answers.get("nodes", ""))
     )
     try:
-        inspected = json.loads(sections.get("inspect") or "[]")
+        inspected = json.loads(answers.get("inspect") or "[]")
     except ValueError:
         inspected = []
     by_name = {str(item["Spec"]["Name"]): item for item in inspected if isinstance(item, dict) and "Spec" in item}
     errors: dict[str, str] = {}
-    for task in _json_lines(sections.get("tasks", "")):
+    for task in _json_lines(answers.get("tasks", "")):
         service = str(task.get("Name", "")).rsplit(".", 1)[0].lstrip("\\_ ")
         error = str(task.get("Error") or "").strip().strip('"')
         if error and service not in errors:  # tasks come newest first within each slot
             errors[service] = f"{error} (on {task.get('Node') or '?'}, {str(task.get('CurrentState', '')).lower()})"
     services = []
-    for row in _json_lines(sections.get("services", "")):
+    for row in _json_lines(answers.get("services", "")):
         name = str(row.get("Name", ""))
         match = re.match(r"(\d+)/(\d+)", str(row.get("Replicas", "")))
         item = by_name.get(name, {})
@@ -190,13 +177,19 @@ def parse_ipvs(text: str) -> tuple[bool, str]:
     return values.get("ipvs") == "yes", values.get("ipvs_log", "").strip()
 
 
-def _host(env: Environment, spec: HostSpec) -> Host:
+RunnerFactory = Callable[[HostSpec], Runner]
+
+
+def node_host(env: Environment, spec: HostSpec, runner_factory: RunnerFactory | None = None) -> Host:
+    """A host of the swarm, logged in as the deploy user (in the docker group); runner_factory: how
+    to reach it (default SSH; unit tests pass fakes)."""
     login = spec.as_user(env.deploy_user)
-    return Host(login, SSHRunner.for_environment(login, env))
+    runner = runner_factory(login) if runner_factory else SSHRunner.for_environment(login, env)
+    return Host(login, runner)
 
 
 @contextmanager
-def manager_host(env: Environment) -> Iterator[Host]:
+def manager_host(env: Environment, runner_factory: RunnerFactory | None = None) -> Iterator[Host]:
     """A connection to the first manager (HOSTS order) that answers as a swarm manager."""
     if not env.orchestrator.swarm:
         raise SwarmError(
@@ -206,7 +199,7 @@ def manager_host(env: Environment) -> Iterator[Host]:
         )
     reasons = []
     for spec in (spec for spec in env.hosts if spec.manager):
-        host = _host(env, spec)
+        host = node_host(env, spec, runner_factory)
         try:
             answer = host.run("docker info --format '{{.Swarm.ControlAvailable}}'", check=False, timeout=30)
         except OpsError as error:
@@ -235,11 +228,13 @@ def read_state(host: Host) -> SwarmState:
     return parse_state(host.name, output)
 
 
-def read_ipvs(env: Environment, specs: Sequence[HostSpec]) -> dict[str, tuple[bool, str]]:
+def read_ipvs(
+    env: Environment, specs: Sequence[HostSpec], runner_factory: RunnerFactory | None = None
+) -> dict[str, tuple[bool, str]]:
     """IPVS on each node that answers: (available, dockerd's line about it)."""
     found = {}
     for spec in specs:
-        host = _host(env, spec)
+        host = node_host(env, spec, runner_factory)
         try:
             found[spec.name] = parse_ipvs(host.run(IPVS_SCRIPT, check=False, timeout=30).stdout)
         except OpsError:
@@ -249,10 +244,11 @@ def read_ipvs(env: Environment, specs: Sequence[HostSpec]) -> dict[str, tuple[bo
     return found
 
 
-def swarm_state(env: Environment, *, ipvs: bool = False) -> SwarmState:
+def swarm_state(env: Environment, *, ipvs: bool = False, runner_factory: RunnerFactory | None = None) -> SwarmState:
     """The environment's swarm read on a manager; with ipvs, each node's IPVS too."""
-    with manager_host(env) as host:
+    with manager_host(env, runner_factory) as host:
         state = read_state(host)
     if ipvs:
-        state = SwarmState(state.manager, state.nodes, state.services, read_ipvs(env, env.hosts))
+        found = read_ipvs(env, env.hosts, runner_factory)
+        state = SwarmState(state.manager, state.nodes, state.services, found)
     return state

@@ -15,7 +15,6 @@ from ops.oncall.doctor import CHECK_NAMES
 from ops.oncall.swarm_checks import SWARM_CHECKS, ipvs, swarm_managers, swarm_nodes, swarm_replicas
 from ops.swarm import SwarmState, parse_ipvs, parse_state
 from ops.swarm.state import NodeStatus, ServiceStatus
-from ops.transport import Host
 from tests.fakes import FakeRunner
 
 NODES = [
@@ -182,15 +181,12 @@ def swarm_env(tmp_path: Path):  # type: ignore[no-untyped-def]
     return load_environment("s", tmp_path, {})
 
 
-def test_drain_waits_until_the_tasks_run_elsewhere_with_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    swarm = Swarm()
-    runner = swarm.runner()
-    monkeypatch.setattr("ops.swarm.state._host", lambda env, spec: Host(spec, runner))
-    monkeypatch.setattr("ops.swarm.maintenance.SSHRunner.for_environment", lambda spec, env: runner)
+def test_drain_waits_until_the_tasks_run_elsewhere_with_progress(tmp_path: Path) -> None:
+    runner = Swarm().runner()
     reporter = RecordingReporter()
-    result = maintenance.set_availability(swarm_env(tmp_path), "w1", "drain", reporter, sleep=lambda s: None)
+    result = maintenance.set_availability(
+        swarm_env(tmp_path), "w1", "drain", reporter, sleep=lambda s: None, runner_factory=lambda spec: runner
+    )
     assert "docker node update --availability drain n2" in runner.commands
     assert result.summary_line().startswith("w1 is drained; 1 task(s) now run on other nodes")
     steps = [(event.status, event.detail) for event in reporter.events]
@@ -198,22 +194,25 @@ def test_drain_waits_until_the_tasks_run_elsewhere_with_progress(
     assert any("waiting for web 2/3" in detail for _, detail in steps[1:])
 
 
-def test_drain_times_out_with_what_is_left_and_a_bad_name_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    swarm = Swarm()
-    runner = swarm.runner()
-    monkeypatch.setattr("ops.swarm.state._host", lambda env, spec: Host(spec, runner))
+def test_drain_times_out_with_what_is_left_and_a_bad_name_is_one_line(tmp_path: Path) -> None:
+    runner = Swarm().runner()
     env = swarm_env(tmp_path)
     ticks = iter(range(0, 1000, 100))
     with pytest.raises(SwarmError) as caught:
         maintenance.set_availability(
-            env, "w1", "drain", RecordingReporter(), timeout=150, clock=lambda: float(next(ticks)), sleep=lambda s: None
+            env,
+            "w1",
+            "drain",
+            RecordingReporter(),
+            timeout=150,
+            clock=lambda: float(next(ticks)),
+            sleep=lambda s: None,
+            runner_factory=lambda spec: runner,
         )
     assert "w1 drained, but after 150 s" in caught.value.one_line()
     assert "inv swarm.activate w1 undoes the drain" in caught.value.one_line()
     with pytest.raises(SwarmError) as caught:
-        maintenance.set_availability(env, "nosuch", "active", RecordingReporter())
+        maintenance.set_availability(env, "nosuch", "active", RecordingReporter(), runner_factory=lambda spec: runner)
     assert caught.value.one_line() == "no host or node named 'nosuch' (name one of: 10.0.0.1, 10.0.0.2, w1)"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 from ops.backup import last_drill, list_snapshots, target_dir
@@ -338,34 +339,43 @@ def backup_age(env: Environment, now: float | None = None) -> list[Finding]:
     return [Finding("pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")]
 
 
-def backup_drill(env: Environment) -> list[Finding]:
-    """Whether the newest complete snapshot was restored in a drill, and how that went."""
+def backup_drill(env: Environment, now: float | None = None) -> list[Finding]:
+    """Whether a restore drill passed within the policy (BACKUP_DRILL_MAX_AGE_DAYS), and how the
+    last one went. Backups run daily and drills weekly, so the newest snapshot is usually not the
+    drilled one: what matters is that the last drill passed, and recently."""
     complete = [snapshot for snapshot in list_snapshots(target_dir(env)) if snapshot.complete]
     if not complete:
         return [Finding("skipped", "no complete snapshot to drill")]
-    newest = max(complete, key=lambda snapshot: snapshot.created_at.timestamp())
-    drilled = last_drill(newest)
-    if drilled is None:
-        earlier = next((d for d in map(last_drill, reversed(complete)) if d is not None), None)
-        since = f" (last drill: {earlier.snapshot}, {'ok' if earlier.ok else 'failed'})" if earlier else ""
+    schedule = "inv backup.drill; drill weekly: inv backup.schedule --drill '47 4 * * 0'"
+    drills = sorted((drill for drill in map(last_drill, complete) if drill is not None), key=lambda d: d.when)
+    if not drills:
+        return [Finding("warn", f"none of the {len(complete)} complete backups was ever drilled", schedule)]
+    last = drills[-1]
+    if not last.ok:
         return [
             Finding(
                 "warn",
-                f"newest complete backup {newest.id} was never drilled{since}",
-                "inv backup.drill; drill weekly: inv backup.schedule --drill '47 4 * * 0'",
+                f"the last drill, of {last.snapshot} on {last.host} ({last.when}), failed: {last.error}",
+                "inv backup.verify; fix the cause, then inv backup.drill",
             )
         ]
-    if not drilled.ok:
+    try:
+        age_days = ((now or time.time()) - datetime.fromisoformat(last.when).timestamp()) / 86400
+    except ValueError:
+        age_days = float("inf")  # a record whose time cannot be read proves nothing recent
+    limit = env.backup.drill_max_age_days
+    if age_days > limit:
         return [
             Finding(
                 "warn",
-                f"the drill of {newest.id} on {drilled.host} failed ({drilled.when}): {drilled.error}",
-                "inv backup.verify; fix the cause, then inv backup.drill",
+                f"the last passing drill, of {last.snapshot} ({last.when}), is older than the policy ({limit} days)",
+                schedule,
             )
         ]
     return [
         Finding(
-            "pass", f"{newest.id} drilled on {drilled.host} ({drilled.when}): {len(drilled.volumes)} volumes usable"
+            "pass",
+            f"{last.snapshot} drilled on {last.host} {age_days:.1f} days ago: {len(last.volumes)} volumes usable",
         )
     ]
 

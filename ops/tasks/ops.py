@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from invoke.collection import Collection
 
 from ops.tasks.base import command, failed, load_env
+from ops.tasks.notice import notifying
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -135,16 +136,21 @@ def _print_stack(statuses: list[Any]) -> None:
         console().print(table)
 
 
-def doctor(c: Context, env: str | None = None, host: str | None = None, json: bool = False) -> None:
+def doctor(
+    c: Context, env: str | None = None, host: str | None = None, notify: bool = False, json: bool = False
+) -> None:
     """Checks with pass / warn / fail and the fix to try: SSH, engine, disks, memory, containers, lock, backups."""
     from rich.markup import escape
 
     from ops.console import console, print_json
+    from ops.notify import doctor_message
     from ops.oncall.doctor import doctor as run_doctor
 
     started = time.monotonic()
     environment = load_env(c, env)
-    report = run_doctor(environment, only=[host] if host else None)
+    with notifying(environment, "doctor", "doctor", enabled=notify) as note:
+        report = run_doctor(environment, only=[host] if host else None)
+        note(doctor_message(environment, report))
     if json:
         print_json(report.as_dict())
     else:
@@ -239,7 +245,10 @@ def collection() -> Collection:
     return Collection(
         "ops",
         command(status, help={"host": "only this host (host:port)"}),
-        command(doctor, help={"host": "only this host (host:port)"}),
+        command(
+            doctor,
+            help={"host": "only this host (host:port)", "notify": "post the failing checks to NOTIFY_URL (for cron)"},
+        ),
         command(
             logs,
             help={

@@ -74,6 +74,7 @@ class LabSpec:
     checkout: Path
     hosts: int = 2
     env_root: Path | None = None
+    swarm: bool = False  # the env file says ORCHESTRATOR=swarm: host 1 the manager, the others workers
 
     @property
     def lab_id(self) -> str:
@@ -340,7 +341,7 @@ def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
 
 # The keys lab.up owns in env/<name>.env: where the hosts are and how to log in. Every other line is
 # the user's (STACK_DIR, PROJECT, SECRETS, ...) and survives each lab.up.
-OWNED_KEYS = ("HOSTS", "DEPLOY_USER", "BOOTSTRAP_USER", "SSH_IDENTITY_FILE", "SSH_KNOWN_HOSTS")
+OWNED_KEYS = ("HOSTS", "DEPLOY_USER", "BOOTSTRAP_USER", "SSH_IDENTITY_FILE", "SSH_KNOWN_HOSTS", "ORCHESTRATOR")
 _LEGACY_HEADER = "# Written by `inv lab.up`"
 
 
@@ -352,13 +353,22 @@ def _shown(spec: LabSpec, path: Path) -> str:
 
 
 def lab_env_values(spec: LabSpec, identity: Path) -> dict[str, str]:
-    """The values of the keys lab.up owns, for this lab."""
+    """The values of the keys lab.up owns, for this lab. A swarm lab (--swarm) has host 1 as its
+    manager and the others as workers; each node advertises its address on the lab's network (its
+    default route), found by provisioning. The lab's kernel has no IPVS: see the doctor."""
+
+    def role(index: int) -> str:
+        if not spec.swarm:
+            return ""
+        return "/manager" if index == 1 else "/worker"
+
     return {
-        "HOSTS": ",".join(f"127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1)),
+        "HOSTS": ",".join(f"127.0.0.1:{spec.ssh_port(i)}{role(i)}" for i in range(1, spec.hosts + 1)),
         "DEPLOY_USER": "deploy",
         "BOOTSTRAP_USER": "root",
         "SSH_IDENTITY_FILE": _shown(spec, identity),
         "SSH_KNOWN_HOSTS": _shown(spec, spec.state_dir / "known_hosts"),
+        "ORCHESTRATOR": "swarm" if spec.swarm else "compose",
     }
 
 

@@ -16,7 +16,7 @@ from ops.config.env import (
 )
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS, Key
-from ops.config.settings import BackupSettings, DeploySettings, NotifySettings, RegistrySettings
+from ops.config.settings import BackupSettings, DeploySettings, NotifySettings, OrchestratorSettings, RegistrySettings
 
 __all__ = [
     "ENV_DIR",
@@ -31,6 +31,7 @@ __all__ = [
     "HostSpec",
     "Key",
     "NotifySettings",
+    "OrchestratorSettings",
     "RegistrySettings",
     "Secrets",
     "env_files",

@@ -1,8 +1,9 @@
 """`ops.doctor`: checks an on-call person runs first, each pass / warn / fail with the fix to try.
 
 Per host one SSH round trip gathers the facts (engine, disks, inodes, memory, containers, log
-rotation) and a second one the clock; backups are read on this machine through ops.backup. Each
-check is one small function registered in HOST_CHECKS or LOCAL_CHECKS. Never changes anything.
+rotation) and a second one the clock; backups are read on this machine through ops.backup; a
+swarm is read once on a manager (ops.swarm). Each check is one small function registered in
+HOST_CHECKS, LOCAL_CHECKS or SWARM_CHECKS (swarm_checks.py). Never changes anything.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 
 from ops.backup import last_drill, list_snapshots, target_dir
 from ops.config import Environment
+from ops.errors import OpsError
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
+from ops.oncall.findings import Check, Finding
 from ops.oncall.preamble import shell_preamble
 from ops.oncall.status import ContainerStatus, parse_stack, stack_script
+from ops.oncall.swarm_checks import SWARM_CHECKS
+from ops.swarm import swarm_state
 from ops.transport import Fleet, Host
 
 DISK_WARN, DISK_FAIL = 85, 95
@@ -25,29 +30,6 @@ MEMORY_WARN, MEMORY_FAIL = 90, 97
 CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL = 85, 95
 RESTARTS_WARN = 3
 CLOCK_WARN, CLOCK_FAIL = 2.0, 30.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check on one host (or on this machine: host "local")."""
-
-    name: str
-    host: str
-    status: str  # pass | warn | fail | skipped
-    detail: str
-    fix: str = ""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a check function found; the registry adds the check's name and the host."""
-
-    status: str  # pass | warn | fail | skipped
-    detail: str
-    fix: str = ""
-
-    def as_check(self, name: str, host: str) -> Check:
-        return Check(name, host, self.status, self.detail, self.fix)
 
 
 @dataclass
@@ -417,7 +399,8 @@ HOST_CHECKS: tuple[tuple[str, HostCheck], ...] = (
     ("lock", deploy_lock),
 )
 LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age), ("drill", backup_drill))
-CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *LOCAL_CHECKS)))
+CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *SWARM_CHECKS, *LOCAL_CHECKS)))
+SWARM_HOST = "swarm"  # where the swarm's checks are shown: the whole swarm, not one host
 
 
 def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.time) -> list[Check]:
@@ -447,8 +430,19 @@ def doctor(env: Environment, *, only: list[str] | None = None) -> DoctorReport:
             report.checks.append(
                 Check("ssh", outcome.host, "fail", message, "is the host up? inv hosts.trust / check SSH_IDENTITY_FILE")
             )
+    if env.orchestrator.swarm:
+        report.checks.extend(swarm_checks(env))
     report.checks.extend(local_checks(env))
     return report
+
+
+def swarm_checks(env: Environment) -> list[Check]:
+    """The swarm's checks from one reading on a manager (and IPVS on each node)."""
+    try:
+        state = swarm_state(env, ipvs=True)
+    except OpsError as error:
+        return [Check("swarm-nodes", SWARM_HOST, "fail", error.one_line(), f"inv provision.{env.name}")]
+    return [finding.as_check(name, SWARM_HOST) for name, judge in SWARM_CHECKS for finding in judge(state)]
 
 
 def probe(env: Environment, name: str) -> list[tuple[str, bool, str]]:

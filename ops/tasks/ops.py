@@ -35,8 +35,20 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
     environment = load_env(c, env)
     statuses = environment_status(environment, only=[host] if host else None)
     unreachable = [s for s in statuses if not s.reachable]
+    swarm, swarm_error = None, ""
+    if environment.orchestrator.swarm:
+        from ops.errors import OpsError
+        from ops.swarm import swarm_state
+
+        try:
+            swarm = swarm_state(environment)
+        except OpsError as error:
+            swarm_error = error.one_line()
     if json:
-        print_json({"environment": environment.name, "hosts": [s.as_dict() for s in statuses]})
+        data: dict[str, object] = {"environment": environment.name, "hosts": [s.as_dict() for s in statuses]}
+        if environment.orchestrator.swarm:
+            data["swarm"] = swarm.as_dict() if swarm else {"error": swarm_error}
+        print_json(data)
     else:
         table = Table(title=f"environment {environment.name}")
         for column in ("host", "reachable", "OS", "kernel", "docker", "compose", "containers", "free /", "free docker"):
@@ -61,11 +73,19 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
             )
         console().print(table)
         _print_stack(statuses)
+        if swarm is not None:
+            from ops.tasks.swarm import print_swarm
+
+            print_swarm(swarm)
+        elif swarm_error:
+            from rich.markup import escape
+
+            console().print(f"[bold red]swarm:[/] {escape(swarm_error)}")
         console().print(
             f"{len(statuses)} hosts: {len(statuses) - len(unreachable)} reachable, "
             f"{len(unreachable)} unreachable ({time.monotonic() - started:.1f} s)"
         )
-    if unreachable:
+    if unreachable or swarm_error:
         raise failed()
 
 

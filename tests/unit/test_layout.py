@@ -25,6 +25,7 @@ LAYER = {
     "backup": 5,
     "oncall": 5,
     "scaffold": 5,
+    "swarm": 5,
     "notify": 6,  # reports what the capabilities did; only the task layer hands it their results
     "lab": 6,
     "pipeline": 6,

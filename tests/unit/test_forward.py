@@ -1,5 +1,5 @@
-"""The reverse forward against an in-process paramiko SSH server (no network beyond a socketpair
-and one loopback echo server): pumping both ways, cancel on exit, no threads left, error lines."""
+"""The reverse forward against an in-process paramiko SSH server (no network beyond a loopback TCP
+connection and one loopback echo server): pumping both ways, cancel on exit, no threads left, error lines."""
 
 from __future__ import annotations
 
@@ -114,9 +114,19 @@ def sshd() -> FakeSSHD:
     return FakeSSHD()
 
 
+def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of a TCP connection on 127.0.0.1. Not a socketpair: its small fixed buffers let
+    both paramiko transports block writing to each other (each run thread then waits for a lock a
+    user thread holds while writing), a deadlock real TCP buffers make unreachable here."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    return ours, theirs
+
+
 @pytest.fixture
 def connection(sshd: FakeSSHD, host_key: paramiko.RSAKey) -> Iterator[Connection]:
-    ours, theirs = socket.socketpair()
+    ours, theirs = loopback_pair()
     server = paramiko.Transport(theirs)
     server.add_server_key(host_key)
     server.start_server(event=threading.Event(), server=sshd)  # returns at once; negotiates in its thread
@@ -178,7 +188,7 @@ def talk(server: Any, payload: bytes) -> bytes:
 
 
 def test_forward_carries_connections_both_ways_and_cancels_on_exit(connection: Connection, echo_port: int) -> None:
-    payloads = [bytes([n]) * (300_000 + n) for n in range(3)]
+    payloads = [bytes([n]) * (100_000 + n) for n in range(3)]  # several packets each
     answers: dict[int, bytes] = {}
     with RemoteForward(connection, PORT, "127.0.0.1", echo_port, where="web1") as forward:
         assert connection.sshd.forwards == [PORT]

@@ -42,7 +42,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests: no SSH, no Docker (fake runners)."""
-    session.run("pytest", "tests/unit", "-q", *session.posargs)
+    session.run("pytest", "tests/unit", "-q", "--timeout=120", *session.posargs)
 
 
 @nox.session
@@ -103,7 +103,7 @@ def build(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Integration tests against the local lab: real sshd, real Docker, real Compose."""
-    session.run("pytest", "tests/integration", "-m", "integration", "-q", "--durations=15", *session.posargs)
+    session.run("pytest", "tests/integration", "-m", "integration", "-q", "--durations=15", "--timeout=900", *session.posargs)
 
 
 @nox.session

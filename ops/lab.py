@@ -63,6 +63,7 @@ class LabSpec:
     checkout: Path
     hosts: int = 2
     env_root: Path | None = None
+    swarm: bool = False  # the env file says ORCHESTRATOR=swarm: host 1 the manager, the others workers
 
     @property
     def lab_id(self) -> str:
@@ -336,7 +337,12 @@ def _env_text(spec: LabSpec, identity: Path) -> str:
         except ValueError:
             return str(path)
 
-    hosts = ",".join(f"127.0.0.1:{spec.ssh_port(i)}" for i in range(1, spec.hosts + 1))
+    def role(index: int) -> str:
+        if not spec.swarm:
+            return ""
+        return "/manager" if index == 1 else "/worker"
+
+    hosts = ",".join(f"127.0.0.1:{spec.ssh_port(i)}{role(i)}" for i in range(1, spec.hosts + 1))
     lines = [
         f"# Written by `inv lab.up` for the local lab {spec.lab_id}; lab.up rewrites it.",
         f"HOSTS={hosts}",
@@ -345,6 +351,10 @@ def _env_text(spec: LabSpec, identity: Path) -> str:
         f"SSH_IDENTITY_FILE={shown(identity)}",
         f"SSH_KNOWN_HOSTS={shown(spec.state_dir / 'known_hosts')}",
     ]
+    if spec.swarm:
+        # Each node advertises its address on the lab's network (its default route), found by
+        # provisioning. The lab's kernel has no IPVS: see LAB-NOTES and the doctor.
+        lines.append("ORCHESTRATOR=swarm")
     stack = spec.checkout / "stacks" / "demo"
     if stack.is_dir():
         lines += [f"STACK_DIR={shown(stack)}", "PROJECT=demo"]

@@ -15,7 +15,7 @@ from ops.config.env import (
 )
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS, Key
-from ops.config.settings import BackupSettings, DeploySettings, RegistrySettings
+from ops.config.settings import BackupSettings, DeploySettings, OrchestratorSettings, RegistrySettings
 
 __all__ = [
     "ENV_DIR",
@@ -28,6 +28,7 @@ __all__ = [
     "Environment",
     "HostSpec",
     "Key",
+    "OrchestratorSettings",
     "RegistrySettings",
     "Secrets",
     "env_files",

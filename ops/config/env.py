@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS
-from ops.config.settings import BackupSettings, DeploySettings, RegistrySettings
+from ops.config.settings import BackupSettings, DeploySettings, OrchestratorSettings, RegistrySettings
 from ops.errors import ConfigError
 
 ENV_DIR = "env"
@@ -78,6 +78,10 @@ class Environment:
     @functools.cached_property
     def registry(self) -> RegistrySettings:
         return RegistrySettings.from_values(self.settings)
+
+    @functools.cached_property
+    def orchestrator(self) -> OrchestratorSettings:
+        return OrchestratorSettings.from_values(self.settings)
 
     @functools.cached_property
     def backup(self) -> BackupSettings:
@@ -205,6 +209,34 @@ def _check_registry(
     return {"REGISTRY_PASSWORD": "REGISTRY_USER"} if str(values["REGISTRY_USER"]).strip() else {}
 
 
+def _check_swarm(
+    values: Mapping[str, object], lines: Mapping[str, int], display: str, hosts: tuple[HostSpec, ...]
+) -> None:
+    """ORCHESTRATOR=swarm needs a manager; SWARM_ADVERTISE_ADDR names hosts of HOSTS, and only for swarm."""
+    swarm = values["ORCHESTRATOR"] == "swarm"
+    advertise = values["SWARM_ADVERTISE_ADDR"]
+    if advertise and not swarm:
+        raise ConfigError(
+            "SWARM_ADVERTISE_ADDR is set but ORCHESTRATOR is not swarm",
+            where=f"{display}:{lines['SWARM_ADVERTISE_ADDR']}",
+            hint="set ORCHESTRATOR=swarm, or remove SWARM_ADVERTISE_ADDR",
+        )
+    names = [spec.name for spec in hosts]
+    for host, _ in advertise:  # type: ignore[attr-defined]
+        if host not in names:
+            raise ConfigError(
+                f"SWARM_ADVERTISE_ADDR: {host!r} is not one of HOSTS",
+                where=f"{display}:{lines['SWARM_ADVERTISE_ADDR']}",
+                hint=f"name a host as HOSTS does: {', '.join(names)}",
+            )
+    if swarm and not any(spec.manager for spec in hosts):
+        raise ConfigError(
+            "ORCHESTRATOR=swarm but no host has the manager role",
+            where=f"{display}:{lines['HOSTS'] or lines['ORCHESTRATOR']}",
+            hint="mark one host (or 3, an odd number) with /manager, e.g. HOSTS=10.0.0.1/manager,10.0.0.2",
+        )
+
+
 def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Environment:
     """Read and validate env/<name>.env; every problem is one ConfigError with file:line."""
     if not NAME_RE.match(name):
@@ -260,6 +292,8 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
     if not known_hosts.is_absolute():
         known_hosts = root / known_hosts
     project = str(values["PROJECT"]) or (stack_dir.name if stack_dir else name)
+    hosts = tuple(parse_host(entry, deploy_user) for entry in values["HOSTS"])  # type: ignore[attr-defined]
+    _check_swarm(values, lines, display, hosts)
     required = [(secret, lines["SECRETS"]) for secret in values["SECRETS"]]  # type: ignore[attr-defined]
     needed_by = _check_registry(values, lines, display, existing_path)
     listed = set(values["SECRETS"])  # type: ignore[call-overload]
@@ -271,7 +305,7 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
         name=name,
         root=root,
         file=path,
-        hosts=tuple(parse_host(entry, deploy_user) for entry in values["HOSTS"]),  # type: ignore[attr-defined]
+        hosts=hosts,
         deploy_user=deploy_user,
         bootstrap_user=str(values["BOOTSTRAP_USER"]),
         identity_file=identity_file,

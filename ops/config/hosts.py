@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+MANAGER_ROLE = "manager"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # user@host:port/role+role; user, port and roles optional. IPv6 addresses go in brackets.
 HOST_RE = re.compile(
@@ -28,6 +29,11 @@ class HostSpec:
     def name(self) -> str:
         """The short name used in output: host:port (port left out when 22)."""
         return self.address if self.port == 22 else f"{self.address}:{self.port}"
+
+    @property
+    def manager(self) -> bool:
+        """A swarm manager (role `manager`); the other hosts of a swarm join as workers."""
+        return MANAGER_ROLE in self.roles
 
     @property
     def target(self) -> str:

@@ -101,6 +101,23 @@ def _registry(text: str) -> str:
     return value
 
 
+def _advertise(text: str) -> tuple[tuple[str, str], ...]:
+    """HOST=ADDRESS pairs (HOST as HOSTS names it, host or host:port; ADDRESS an IP address)."""
+    import ipaddress
+
+    pairs = []
+    for word in _words(text):
+        host, sep, address = word.rpartition("=")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{word!r} is not HOST=IP-ADDRESS") from None
+        if not sep or not host:
+            raise ValueError(f"{word!r} is not HOST=IP-ADDRESS")
+        pairs.append((host, address))
+    return tuple(pairs)
+
+
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for word in _words(text):
@@ -139,6 +156,18 @@ KEYS: dict[str, Key] = {
     "REGISTRY_USER": Key(_text, "", "user for the team registry (its password: the secret REGISTRY_PASSWORD)"),
     "REGISTRY_CA": Key(
         _text, "", "CA file of a team registry with a private CA (relative to the repository); provisioning installs it"
+    ),
+    "ORCHESTRATOR": Key(
+        _choice("compose", "swarm"),
+        "compose",
+        "compose (each host runs the whole stack) or swarm (the hosts form one Docker Swarm; "
+        "HOSTS marks at least one /manager)",
+    ),
+    "SWARM_ADVERTISE_ADDR": Key(
+        _advertise,
+        "",
+        "swarm: the address each node advertises, HOST=IP per host as HOSTS names it "
+        "(default: the host's own address on its route to the other nodes)",
     ),
     "HEALTH_TIMEOUT": Key(_int(5, 3600), "120", "seconds a release may take to become healthy"),
     "SWAP_DRAIN": Key(_int(0, 600), "2", "seconds old containers drain after leaving rotation in a swap"),

@@ -55,6 +55,29 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
+class OrchestratorSettings:
+    """Compose on each host, or one Docker Swarm of the hosts (roles: /manager, the rest workers)."""
+
+    orchestrator: str
+    advertise: tuple[tuple[str, str], ...]  # (host as HOSTS names it, IP) from SWARM_ADVERTISE_ADDR
+
+    @property
+    def swarm(self) -> bool:
+        return self.orchestrator == "swarm"
+
+    def advertise_address(self, host: str) -> str:
+        """The address SWARM_ADVERTISE_ADDR gives host, or "" (then the host's route decides)."""
+        return dict(self.advertise).get(host, "")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object]) -> OrchestratorSettings:
+        return cls(
+            orchestrator=_str(values, "ORCHESTRATOR"),
+            advertise=cast("tuple[tuple[str, str], ...]", _value(values, "SWARM_ADVERTISE_ADDR") or ()),
+        )
+
+
+@dataclass(frozen=True)
 class RegistrySettings:
     """The team registry IMAGE_SOURCE=registry goes through; empty: this checkout's own registry,
     pulled over SSH. Its password is a secret (REGISTRY_PASSWORD in env.secrets), never here."""

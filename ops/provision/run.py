@@ -17,6 +17,7 @@ from ops.provision.plan import StepLoop
 from ops.provision.settings import ProvisionSettings
 from ops.provision.step import Context
 from ops.provision.steps.os import check_supported
+from ops.provision.swarm import FormationPlan, NodeFacts, apply_change, plan_formation, read_node_facts
 from ops.transport import Fleet, Host, Runner, SSHRunner
 from ops.transport.shell import last_line, tail
 
@@ -259,5 +260,72 @@ def provision(
         if item.error is not None and report.error is None:
             report.error = item.error
         result.hosts.append(report)
+    if settings.swarm:
+        form_swarm(env, settings, result.hosts, reporter, dry_run=dry_run, runner_factory=factory)
     result.seconds = time.monotonic() - started
     return result
+
+
+SWARM_STEP = "swarm"
+
+
+def form_swarm(
+    env: Environment,
+    settings: ProvisionSettings,
+    reports: list[HostProvisionReport],
+    reporter: Reporter,
+    *,
+    dry_run: bool = False,
+    runner_factory: Callable[[HostSpec], Runner] | None = None,
+) -> FormationPlan | None:
+    """ORCHESTRATOR=swarm: make the provisioned hosts one swarm, reported as the step `swarm` of each.
+
+    Runs after every host's own steps (it needs each node's address, and the manager before the
+    workers). Hosts that failed earlier, or were not selected, take part only as the swarm already
+    knows them; a formation failure is kept in the hosts' reports, never raised."""
+    factory = runner_factory or ssh_runner_factory(env)
+    runs = {report.host: _HostRun(report, reporter) for report in reports}
+    specs = list(env.hosts)
+    hosts: dict[str, Host] = {}
+    facts: dict[str, NodeFacts] = {}
+    broken = [report.host for report in reports if not report.ok]
+    if broken:
+        for run in runs.values():
+            if run.report.ok:
+                run.emit(SWARM_STEP, SKIPPED, f"waits for {', '.join(broken)}, which failed provisioning")
+        return None
+    try:
+        try:
+            for spec in specs:
+                hosts[spec.name], _ = connect(spec, env, factory)
+                facts[spec.name] = read_node_facts(hosts[spec.name], specs, env.orchestrator.advertise_address)
+            plan = plan_formation(specs, facts, firewall=settings.enabled("firewall"))
+        except OpsError as error:
+            for run in runs.values():
+                if run.report.ok:
+                    run.fail(SWARM_STEP, error)
+            return None
+        done: dict[str, list[str]] = {name: [] for name in runs}
+        for change in plan.changes:
+            if change.host not in runs and not dry_run:
+                continue  # not selected (--host): left as it is
+            if not dry_run:
+                try:
+                    apply_change(change, hosts, plan, facts)
+                except OpsError as error:
+                    runs[change.host].fail(SWARM_STEP, error)
+                    break
+            done.setdefault(change.host, []).append(change.description)
+        for name, run in runs.items():
+            if not run.report.ok:
+                continue
+            if done.get(name):
+                run.emit(SWARM_STEP, WOULD_CHANGE if dry_run else CHANGED, "; ".join(done[name]))
+            else:
+                role = "manager" if name == plan.leader or hosts[name].spec.manager else "worker"
+                lead = " (leader)" if name == plan.leader else ""
+                run.emit(SWARM_STEP, OK, f"{role}{lead} of {len(specs)} nodes, advertises {facts[name].address}")
+        return plan
+    finally:
+        for host in hosts.values():
+            host.close()

@@ -56,6 +56,7 @@ class ProvisionSettings:
     sysctl: tuple[tuple[str, str], ...] = (("vm.overcommit_memory", "1"),)
     registry_host: str = ""  # REGISTRY's host[:port]
     registry_ca: str = ""  # the content of REGISTRY_CA (PEM), empty when none
+    swarm: bool = False  # ORCHESTRATOR=swarm: live-restore off, the hosts formed into a swarm
 
     def enabled(self, key: str) -> bool:
         return key not in self.skip
@@ -128,6 +129,7 @@ class ProvisionSettings:
             sysctl=tuple(sysctl),
             registry_host=env.registry.host,
             registry_ca=registry_ca(env),
+            swarm=env.orchestrator.swarm,
         )
 
 

@@ -15,27 +15,29 @@ if TYPE_CHECKING:
     from ops.lab import LabSpec
 
 
-def _spec(name: str, hosts: int = 2) -> LabSpec:
+def _spec(name: str, hosts: int = 2, swarm: bool = False) -> LabSpec:
     from ops.lab import LabSpec
 
-    return LabSpec(name=name, checkout=project_root(), hosts=hosts)
+    return LabSpec(name=name, checkout=project_root(), hosts=hosts, swarm=swarm)
 
 
-def up(c: Context, hosts: int = 2, name: str = "lab", json: bool = False) -> None:
-    """Start N local lab hosts (fresh Debian 13 servers with sshd) and write env/<name>.env."""
+def up(c: Context, hosts: int = 2, name: str = "lab", swarm: bool = False, json: bool = False) -> None:
+    """Start N local lab hosts (fresh Debian 13 servers with sshd) and write env/<name>.env;
+    --swarm: the env says ORCHESTRATOR=swarm (host 1 the manager, the others workers)."""
     from ops.console import ConsoleReporter, console, print_json
     from ops.lab import lab_up
 
     started = time.monotonic()
     with ConsoleReporter(quiet=json) as reporter:
-        lab_hosts = lab_up(_spec(name, hosts), reporter)
+        lab_hosts = lab_up(_spec(name, hosts, swarm), reporter)
     if json:
         print_json([host.__dict__ for host in lab_hosts])
         return
     changed = reporter.count("changed")
+    after = f"inv provision.{name} (forms the swarm)" if swarm else f"inv ops.status --env {name}"
     console().print(
         f"[bold]lab {name}:[/] {len(lab_hosts)} hosts up, {changed} changed "
-        f"({time.monotonic() - started:.1f} s). Next: inv ops.status --env {name}"
+        f"({time.monotonic() - started:.1f} s). Next: {after}"
     )
 
 
@@ -82,7 +84,12 @@ def engine(c: Context) -> None:
 
 
 def collection() -> Collection:
-    helps = {"hosts": "number of hosts (1-9)", "name": "lab name (default lab)", "purge": "remove everything"}
+    helps = {
+        "hosts": "number of hosts (1-9)",
+        "name": "lab name (default lab)",
+        "purge": "remove everything",
+        "swarm": "write ORCHESTRATOR=swarm: host 1 the manager, the others workers (the lab has no IPVS)",
+    }
     return Collection(
         "lab", command(up, help=helps), command(status, help=helps), command(down, help=helps), command(engine)
     )

@@ -1,7 +1,8 @@
 """The integration tests' own labs, named after this checkout: real sshd, real Docker.
 
-"itest" (bare hosts: hosts and provisioning tests) and "itestp" (provisioned, the demo stack
-deployed: deploy, swap, backup and on-call tests). They never share containers or ports with the
+"itest" (bare hosts: hosts and provisioning tests), "itestp" (provisioned, the demo stack
+deployed: deploy, swap, backup and on-call tests) and "itests" (3 hosts formed into a Docker Swarm:
+swarm provisioning, on-call and deploy tests). They never share containers or ports with the
 demo lab of the same checkout or with other checkouts. They are purged at the end of the session
 unless OPS_KEEP_LAB=1, which also makes the next session reuse them.
 """
@@ -74,6 +75,31 @@ def provisioned_lab() -> Iterator[Lab]:
     if os.environ.get("OPS_KEEP_LAB") != "1":
         lab_down(spec, RecordingReporter(), purge=True)
         remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to
+
+
+# Steps a swarm's tests never look at: left out to keep the fixture's provisioning short.
+SWARM_LAB_SKIP = "PROVISION_SKIP=unattended-upgrades fail2ban time\n"
+
+
+@pytest.fixture(scope="session")
+def swarm_lab() -> Iterator[Lab]:
+    """Three hosts provisioned once for the session with ORCHESTRATOR=swarm: host 1 the manager
+    (node label opskit.role.manager=true), hosts 2 and 3 workers (opskit.role.worker=true)."""
+    from ops.provision import provision
+
+    spec = LabSpec("itests", checkout=REPO, hosts=3, env_root=REPO / ".lab" / "itests", swarm=True)
+    if os.environ.get("OPS_KEEP_LAB") != "1":
+        lab_down(spec, RecordingReporter(), purge=True)
+    lab_up(spec, RecordingReporter())
+    with spec.env_file.open("a") as env_file:
+        env_file.write(SWARM_LAB_SKIP)
+    env = load_environment("itests", spec.env_root or REPO, os.environ)
+    result = provision(env, RecordingReporter())
+    assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
+    yield Lab(spec, env)
+    if os.environ.get("OPS_KEEP_LAB") != "1":
+        lab_down(spec, RecordingReporter(), purge=True)
+        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to, if any
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Docker: the packages (distro's, or Docker's repository with its signing key pinned), daemon.json
-(log rotation, live-restore) and a running engine, with or without systemd.
+(log rotation, live-restore; off on swarm nodes, which refuse it) and a running engine, with or
+without systemd.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def docker_apt_line(facts: HostFacts) -> str:
 
 
 def daemon_json(facts: HostFacts, settings: ProvisionSettings) -> str:
-    """The wanted daemon.json: the host's own keys kept, ours (log rotation, live-restore) set."""
+    """The wanted daemon.json: the host's own keys kept, ours (log rotation, live-restore) set.
+
+    `docker swarm init` and `join` refuse a daemon with live-restore ("incompatible with swarm
+    mode"): swarm nodes get it off, and rely on the swarm to reschedule instead."""
     current: dict[str, object] = {}
     try:
         loaded = json.loads(facts.file(DAEMON_JSON) or "{}")
@@ -57,7 +61,7 @@ def daemon_json(facts: HostFacts, settings: ProvisionSettings) -> str:
     log_opts = current.get("log-opts")
     merged_opts = dict(log_opts) if isinstance(log_opts, dict) else {}
     merged_opts.update({"max-size": settings.docker_log_max_size, "max-file": str(settings.docker_log_max_file)})
-    wanted = {**current, "log-driver": "json-file", "log-opts": merged_opts, "live-restore": True}
+    wanted = {**current, "log-driver": "json-file", "log-opts": merged_opts, "live-restore": not settings.swarm}
     return json.dumps(wanted, indent=2, sort_keys=True) + "\n"
 
 
@@ -141,11 +145,11 @@ class DaemonJsonStep(Step):
         # containers yet on a fresh host) keeps running containers up across the restart.
         if facts.dockerd_running:
             commands.append(_restart_dockerd(facts))
-        what = f"log rotation {ctx.settings.docker_log_max_size} x {ctx.settings.docker_log_max_file}, live-restore"
-        return [Change(f"write {DAEMON_JSON} ({what})", tuple(commands))]
+        return [Change(f"write {DAEMON_JSON} ({self.summary(facts, ctx)})", tuple(commands))]
 
     def summary(self, facts: HostFacts, ctx: Context) -> str:
-        return f"log rotation {ctx.settings.docker_log_max_size} x {ctx.settings.docker_log_max_file}, live-restore"
+        restore = "live-restore off (swarm)" if ctx.settings.swarm else "live-restore"
+        return f"log rotation {ctx.settings.docker_log_max_size} x {ctx.settings.docker_log_max_file}, {restore}"
 
 
 class DockerEngineStep(Step):

@@ -355,7 +355,8 @@ def _env_text(spec: LabSpec, identity: Path) -> str:
         # Each node advertises its address on the lab's network (its default route), found by
         # provisioning. The lab's kernel has no IPVS: see LAB-NOTES and the doctor.
         lines.append("ORCHESTRATOR=swarm")
-    stack = spec.checkout / "stacks" / "demo"
+    # A swarm lab runs the demo's swarm variant (no IPVS in the lab: see stacks/demo-swarm).
+    stack = spec.checkout / "stacks" / ("demo-swarm" if spec.swarm else "demo")
     if stack.is_dir():
         lines += [f"STACK_DIR={shown(stack)}", "PROJECT=demo"]
     return "\n".join(lines) + "\n"

@@ -55,8 +55,33 @@ def roll_out(
 ) -> list[HostDeployReport]:
     """work on every host of the fleet, batch by batch, holding the deploy lock of all of them;
     then one audit line per host's report."""
+    return roll_out_cluster(
+        env,
+        fleet,
+        lambda hosts: run_batches(env, fleet, batch, work, reporter),
+        reporter,
+        action=action,
+        version=version,
+        reason=reason,
+        lock_wait=lock_wait,
+    )
+
+
+def roll_out_cluster(
+    env: Environment,
+    fleet: Fleet,
+    work: Callable[[list[Host]], list[HostDeployReport]],
+    reporter: Reporter,
+    *,
+    action: str,
+    version: str,
+    reason: str,
+    lock_wait: float = 0,
+) -> list[HostDeployReport]:
+    """work on all hosts of the fleet at once (a cluster), holding the deploy lock of every one of
+    them; then one audit line per host's report."""
     with held(fleet, env.project, reason, reporter, wait=lock_wait):
-        reports = run_batches(env, fleet, batch, work, reporter)
+        reports = work(fleet.hosts)
         record_audit(env, action, version, reports, fleet.hosts)
     return reports
 

@@ -147,20 +147,26 @@ def _without_empty(data: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _update_config(given: Mapping[str, Any] | None, monitor: float, host_ports: bool) -> dict[str, Any]:
-    """start-first (stop-first when a port is published on the node itself: two tasks cannot hold
-    it), rollback on failure, monitored long enough for a health check to fail; what the stack sets
-    wins."""
+def _update_config(given: Mapping[str, Any] | None, monitor: float, exclusive: bool) -> dict[str, Any]:
+    """start-first (stop-first for a service two tasks of which cannot run side by side: see
+    _exclusive), rollback on failure, monitored long enough for a health check to fail; what the
+    stack sets wins."""
     defaults = {
         "parallelism": 1,
-        "order": "stop-first" if host_ports else "start-first",
+        "order": "stop-first" if exclusive else "start-first",
         "failure_action": "rollback",
         "monitor": seconds_text(monitor),
     }
     return {**defaults, **dict(given or {})}
 
 
-def _deploy(name: str, spec: Mapping[str, Any], host_ports: bool) -> dict[str, Any]:
+def _exclusive(ports: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> bool:
+    """Two tasks of the service cannot overlap: a port published on the node itself (the second
+    could not bind it), or a volume or bind mount (two writers of one database's files)."""
+    return any(port["mode"] == "host" for port in ports) or any(v.get("type") in ("volume", "bind") for v in volumes)
+
+
+def _deploy(name: str, spec: Mapping[str, Any], exclusive: bool) -> dict[str, Any]:
     deploy = _without_empty(spec.get("deploy") or {})
     resources = deploy.get("resources") or {}
     for section in ("limits", "reservations"):
@@ -172,7 +178,7 @@ def _deploy(name: str, spec: Mapping[str, Any], host_ports: bool) -> dict[str, A
     if "restart" in spec and "restart_policy" not in deploy:
         deploy["restart_policy"] = restart_policy(name, str(spec["restart"]))
     monitor = monitor_seconds(spec.get("healthcheck"))
-    deploy["update_config"] = _update_config(deploy.get("update_config"), monitor, host_ports)
+    deploy["update_config"] = _update_config(deploy.get("update_config"), monitor, exclusive)
     rollback = {k: v for k, v in deploy["update_config"].items() if k in ("parallelism", "order", "monitor")}
     deploy["rollback_config"] = {**rollback, "failure_action": "pause", **dict(deploy.get("rollback_config") or {})}
     return deploy
@@ -257,8 +263,7 @@ def _service(name: str, spec: Mapping[str, Any], image: str, stack_dir: Path, no
     for key in ("secrets", "configs"):
         if spec.get(key):
             converted[key] = [_without_empty(entry) if isinstance(entry, Mapping) else entry for entry in spec[key]]
-    host_ports = any(port["mode"] == "host" for port in ports)
-    converted["deploy"] = _deploy(name, spec, host_ports)
+    converted["deploy"] = _deploy(name, spec, _exclusive(ports, volumes))
     return converted
 
 

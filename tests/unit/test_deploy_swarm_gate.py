@@ -170,3 +170,18 @@ def test_a_service_missing_from_the_stack_is_waited_for_then_named() -> None:
             clock=lambda: next(now),
             sleep=lambda s: None,
         )
+
+
+def test_a_new_task_stopped_for_its_health_check_is_named_when_it_left_no_error() -> None:
+    rolled_back = (
+        [service("web", V1, update="rollback_completed", message="update rolled back due to failure of task x")],
+        [task("old", "web", V1, "running"), task("v37rytbp9884aumaoqn", "web", V2, "complete", desired="shutdown")],
+    )
+    with pytest.raises(HealthGateError) as caught:
+        wait_converged(
+            sequence(rolled_back), "demo", ["web"], where="m1", timeout=60, known={"old"}, sleep=lambda s: None
+        )
+    assert caught.value.message == (
+        "service web failed its update: its new task v37rytbp9884 was stopped before it was healthy (complete)"
+    )
+    assert caught.value.hint == "update rolled back due to failure of task x"

@@ -179,6 +179,13 @@ def print_error(message: str) -> None:
     error_console().print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
 
 
+def print_warning(message: str) -> None:
+    """A yellow line on stderr for something that went wrong without changing the result."""
+    from rich.markup import escape
+
+    error_console().print(f"[yellow]warning:[/] {escape(redact(message))}", soft_wrap=True)
+
+
 def print_json(data: object) -> None:
     import json
 

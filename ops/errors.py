@@ -86,6 +86,10 @@ class BackupError(OpsError):
     """A backup, verify, restore or prune could not be done; what was there before is untouched."""
 
 
+class SwarmError(OpsError):
+    """A swarm has no manager that answers, no such node, or a drain that did not finish."""
+
+
 class LabError(OpsError):
     """The local lab could not be built, started or stopped."""
 

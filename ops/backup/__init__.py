@@ -8,7 +8,7 @@ on disk, so an interrupted or failed backup never looks complete. This package n
 Where things are: model (the values), facts (what a host has), recipes/ (how each kind of volume
 is archived, checked and restored), stores (where archives go), catalogue (the snapshots here),
 take, verify, restore, drill (a restore into a throwaway copy of the stack, checked), retention,
-schedule, offsite (the commands).
+schedule, offsite/ (copies to S3 or an SSH server, one module each; fetch back).
 """
 
 from ops.backup.catalogue import (
@@ -41,7 +41,14 @@ from ops.backup.model import (
     VerifyResult,
     VolumeFact,
 )
-from ops.backup.offsite import copy_offsite, offsite_target
+from ops.backup.offsite import (
+    OffsiteStore,
+    copy_offsite,
+    fetch_snapshot,
+    offsite_snapshots,
+    offsite_store,
+    ssh_target,
+)
 from ops.backup.recipes import RECIPES, Recipe, detect, detect_recipe
 from ops.backup.recipes.postgres import pg_dump_command, psql_restore_command
 from ops.backup.recipes.prometheus import snapshot_name
@@ -69,6 +76,7 @@ __all__ = [
     "HostStore",
     "LocalStore",
     "OffsiteResult",
+    "OffsiteStore",
     "PruneResult",
     "Recipe",
     "RestoreResult",
@@ -94,12 +102,14 @@ __all__ = [
     "drill_cron_line",
     "drill_project",
     "edit_crontab",
+    "fetch_snapshot",
     "find_snapshot",
     "host_store",
     "last_drill",
     "list_snapshots",
     "new_snapshot_id",
-    "offsite_target",
+    "offsite_snapshots",
+    "offsite_store",
     "parse_containers",
     "parse_volumes",
     "pg_dump_command",
@@ -118,6 +128,7 @@ __all__ = [
     "sha256_file",
     "snapshot_name",
     "snapshot_store",
+    "ssh_target",
     "tar_command",
     "target_dir",
     "test_extract_command",

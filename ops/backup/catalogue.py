@@ -45,10 +45,17 @@ def read_snapshot(path: Path) -> Snapshot:
         data = json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError):
         return Snapshot(snapshot_id, path, complete=False)
+    return snapshot_from_manifest(data, snapshot_id, path, final=not path.name.endswith(PARTIAL))
+
+
+def snapshot_from_manifest(data: object, snapshot_id: str, path: Path, *, final: bool = True) -> Snapshot:
+    """The snapshot a manifest.json (parsed) describes; complete when final and the manifest says so."""
+    if not isinstance(data, dict):
+        return Snapshot(snapshot_id, path, complete=False)
     return Snapshot(
         id=snapshot_id,
         path=path,
-        complete=bool(data.get("complete")) and not path.name.endswith(PARTIAL),
+        complete=bool(data.get("complete")) and final,
         created=str(data.get("created", "")),
         environment=str(data.get("environment", "")),
         project=str(data.get("project", "")),
@@ -68,9 +75,14 @@ def list_snapshots(directory: Path) -> list[Snapshot]:
 
 def find_snapshot(directory: Path, wanted: str | None) -> Snapshot:
     """The named complete snapshot (id or unique prefix; 'latest' or None: the newest)."""
-    complete = [snapshot for snapshot in list_snapshots(directory) if snapshot.complete]
+    return choose_snapshot(list_snapshots(directory), wanted, str(directory))
+
+
+def choose_snapshot(snapshots: list[Snapshot], wanted: str | None, where: str) -> Snapshot:
+    """The named complete snapshot among snapshots (oldest first) kept at where (for the errors)."""
+    complete = [snapshot for snapshot in snapshots if snapshot.complete]
     if not complete:
-        raise BackupError(f"no complete snapshot in {directory}", hint="run inv backup.all first")
+        raise BackupError(f"no complete snapshot in {where}", hint="run inv backup.all first")
     if not wanted or wanted == "latest":
         return complete[-1]
     matches = [snapshot for snapshot in complete if snapshot.id == wanted or snapshot.id.startswith(wanted)]
@@ -82,7 +94,7 @@ def find_snapshot(directory: Path, wanted: str | None) -> Snapshot:
     known = ", ".join(snapshot.id for snapshot in complete[-5:])
     if matches:
         raise BackupError(f"snapshot {wanted!r} is ambiguous", hint=f"matches: {', '.join(s.id for s in matches)}")
-    raise BackupError(f"no complete snapshot {wanted!r} in {directory}", hint=f"newest: {known}; see inv backup.list")
+    raise BackupError(f"no complete snapshot {wanted!r} in {where}", hint=f"newest: {known}; see inv backup.list")
 
 
 def write_drill(snapshot: Snapshot, result: DrillResult) -> Path:

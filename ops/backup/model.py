@@ -169,6 +169,9 @@ class PruneResult:
     removed: list[str] = field(default_factory=list)
     incomplete_removed: list[str] = field(default_factory=list)
     dry_run: bool = False
+    offsite_kept: dict[str, list[str]] = field(default_factory=dict)
+    offsite_removed: list[str] = field(default_factory=list)
+    offsite_incomplete_removed: list[str] = field(default_factory=list)
 
 
 @dataclass

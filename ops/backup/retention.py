@@ -1,6 +1,6 @@
 """Retention: which snapshots a policy keeps (a pure function, restic forget's rules, never the last
-copy of a volume), and prune, which removes the others and stale incomplete ones, here and on the
-hosts of a host-target snapshot."""
+copy of a volume), and prune, which removes the others and stale incomplete ones, here, on the
+hosts of a host-target snapshot, and offsite (the same policy over the copies there)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from ops.backup.catalogue import list_snapshots, target_dir
 from ops.backup.model import PruneResult, Snapshot
+from ops.backup.offsite import offsite_store
 from ops.backup.stores import HostStore
 from ops.config import Environment
 from ops.console import CHANGED, OK, WOULD_CHANGE, Reporter
@@ -79,8 +80,10 @@ def prune(
     *,
     dry_run: bool = False,
     stale_after: timedelta = timedelta(hours=6),
+    offsite: bool = True,
 ) -> PruneResult:
-    """Remove the snapshots the policy does not keep, and incomplete ones older than stale_after."""
+    """Remove the snapshots the policy does not keep, and incomplete ones older than stale_after;
+    with BACKUP_OFFSITE set (and offsite), the same offsite."""
     policy = policy or RetentionPolicy.from_env(env)
     if policy.empty:
         raise BackupError(
@@ -107,7 +110,44 @@ def prune(
                 discard_on_hosts(env, snapshot, partial=not snapshot.complete)
             shutil.rmtree(snapshot.path)
         reporter.step("local", "remove", WOULD_CHANGE if dry_run else CHANGED, snapshot.path.name)
+    if env.backup.offsite and offsite:
+        prune_offsite(env, reporter, policy, result, dry_run=dry_run, stale_after=stale_after)
     return result
+
+
+def prune_offsite(
+    env: Environment,
+    reporter: Reporter,
+    policy: RetentionPolicy,
+    result: PruneResult,
+    *,
+    dry_run: bool = False,
+    stale_after: timedelta = timedelta(hours=6),
+) -> None:
+    """The policy applied to the offsite copies on their own (the last copy of a volume there is
+    kept whatever is here), and interrupted copies older than stale_after removed; into result."""
+    store = offsite_store(env)
+    try:
+        snapshots = store.snapshots()
+        kept = retention(snapshots, policy)
+        result.offsite_kept = kept
+        now = datetime.now(UTC)
+        for snapshot in snapshots:
+            if snapshot.complete and snapshot.id in kept:
+                reporter.step(store.where, "keep", OK, f"{snapshot.id} ({', '.join(kept[snapshot.id])})")
+                continue
+            if not snapshot.complete:
+                if now - snapshot.created_at < stale_after:
+                    reporter.step(store.where, "keep", OK, f"{snapshot.id} (incomplete, may still be copying)")
+                    continue
+                result.offsite_incomplete_removed.append(snapshot.id)
+            else:
+                result.offsite_removed.append(snapshot.id)
+            if not dry_run:
+                store.remove(snapshot)
+            reporter.step(store.where, "remove", WOULD_CHANGE if dry_run else CHANGED, snapshot.id)
+    finally:
+        store.close()
 
 
 def discard_on_hosts(env: Environment, snapshot: Snapshot, *, partial: bool = False) -> None:

@@ -4,6 +4,7 @@ settings per capability. Nothing here reads os.environ; callers pass the mapping
 from ops.config.env import (
     ENV_DIR,
     ENV_SUFFIX,
+    OPERATOR_SECRETS,
     SECRETS_SUFFIX,
     Environment,
     Secrets,
@@ -15,19 +16,21 @@ from ops.config.env import (
 )
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS, Key
-from ops.config.settings import BackupSettings, DeploySettings, OrchestratorSettings, RegistrySettings
+from ops.config.settings import BackupSettings, DeploySettings, NotifySettings, OrchestratorSettings, RegistrySettings
 
 __all__ = [
     "ENV_DIR",
     "ENV_SUFFIX",
     "KEYS",
     "NAME_RE",
+    "OPERATOR_SECRETS",
     "SECRETS_SUFFIX",
     "BackupSettings",
     "DeploySettings",
     "Environment",
     "HostSpec",
     "Key",
+    "NotifySettings",
     "OrchestratorSettings",
     "RegistrySettings",
     "Secrets",

@@ -15,12 +15,17 @@ from pathlib import Path
 
 from ops.config.hosts import NAME_RE, HostSpec, parse_host
 from ops.config.keys import KEYS
-from ops.config.settings import BackupSettings, DeploySettings, OrchestratorSettings, RegistrySettings
+from ops.config.settings import BackupSettings, DeploySettings, NotifySettings, OrchestratorSettings, RegistrySettings
 from ops.errors import ConfigError
 
 ENV_DIR = "env"
 ENV_SUFFIX = ".env"
 SECRETS_SUFFIX = ".secrets.env"
+# Secrets read from the process environment when set there, though nothing requires them: the
+# notification URL and the S3 credentials (without both, boto3's own chain: profile, instance role).
+# opskit's own secrets: never in a stack's .env on the hosts (the registry password included: hosts
+# get it on stdin for one login, in a config removed afterwards).
+OPERATOR_SECRETS = ("NOTIFY_URL", "REGISTRY_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
 
 
 class Secrets:
@@ -37,6 +42,9 @@ class Secrets:
 
     def names(self) -> list[str]:
         return sorted(self._values)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._values.get(name, default)
 
     def redact(self, text: str) -> str:
         # Longest first so that a secret containing another is hidden whole.
@@ -86,6 +94,14 @@ class Environment:
     @functools.cached_property
     def backup(self) -> BackupSettings:
         return BackupSettings.from_values(self.settings)
+
+    @functools.cached_property
+    def notify(self) -> NotifySettings:
+        return NotifySettings.from_values(self.settings)
+
+    def secret(self, name: str) -> str:
+        """A secret's value, "" when it is not set."""
+        return self.secrets.get(name)
 
 
 def env_files(root: Path) -> list[str]:
@@ -181,6 +197,9 @@ def read_secrets(
                 hint=f"run: chmod 600 {display}",
             )
         values.update({key: value for key, value, _ in _read_dotenv(path, display)})
+    for name in OPERATOR_SECRETS:
+        if environ.get(name):
+            values[name] = environ[name]
     for name, line in required:
         if name in environ:
             values[name] = environ[name]
@@ -234,6 +253,18 @@ def _check_swarm(
             "ORCHESTRATOR=swarm but no host has the manager role",
             where=f"{display}:{lines['HOSTS'] or lines['ORCHESTRATOR']}",
             hint="mark one host (or 3, an odd number) with /manager, e.g. HOSTS=10.0.0.1/manager,10.0.0.2",
+        )
+
+
+def _check_s3_credentials(secrets: Secrets, lines: Mapping[str, int], display: str) -> None:
+    """S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY come as a pair (neither: boto3's own credentials)."""
+    given = [name for name in ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY") if secrets.get(name)]
+    if len(given) == 1:
+        missing = "S3_SECRET_ACCESS_KEY" if given == ["S3_ACCESS_KEY_ID"] else "S3_ACCESS_KEY_ID"
+        raise ConfigError(
+            f"secret {given[0]} is set but {missing} is not",
+            where=f"{display}:{lines['BACKUP_OFFSITE']}" if lines.get("BACKUP_OFFSITE") else display,
+            hint="set both (secrets file or environment), or neither to use boto3's own credentials",
         )
 
 
@@ -301,6 +332,7 @@ def load_environment(name: str, root: Path, environ: Mapping[str, str]) -> Envir
     secrets = read_secrets(
         root / ENV_DIR / f"{name}{SECRETS_SUFFIX}", root, required, display, environ, needed_by=needed_by
     )
+    _check_s3_credentials(secrets, lines, display)
     return Environment(
         name=name,
         root=root,

@@ -118,6 +118,32 @@ def _advertise(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _offsite(text: str) -> str:
+    """s3://BUCKET[/PREFIX] or [user@]host[:port]:/path (the SSH form is parsed where it is used)."""
+    value = text.strip()
+    if value.startswith("s3://"):
+        bucket, _, prefix = value.removeprefix("s3://").partition("/")
+        if not S3_BUCKET.match(bucket):
+            raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')")
+        prefix = prefix.strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError(f"{prefix!r} is not a key prefix (no empty, '.' or '..' parts)")
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+    if "://" in value:
+        raise ValueError(f"{value!r}: s3://BUCKET/PREFIX or [user@]host[:port]:/path")
+    return value
+
+
+def _url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http(s):// URL")
+    return value
+
+
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for word in _words(text):
@@ -196,8 +222,15 @@ KEYS: dict[str, Key] = {
         _text, "", "age identity (private key) file for verify and restore of encrypted archives"
     ),
     "BACKUP_OFFSITE": Key(
-        _text, "", "offsite copy over SSH: [user@]host[:port]:/path (host key pinned in the env's known_hosts)"
+        _offsite,
+        "",
+        "offsite copies: s3://BUCKET/PREFIX (S3 or an S3-compatible store), or over SSH "
+        "[user@]host[:port]:/path (host key pinned in the env's known_hosts)",
     ),
+    "S3_ENDPOINT": Key(
+        _url, "", "endpoint of an S3-compatible store, e.g. https://minio.example.com:9000 (empty: AWS S3)"
+    ),
+    "S3_REGION": Key(_text, "", "region of the bucket (empty: boto3's default, else us-east-1)"),
     "BACKUP_KEEP_LAST": Key(_int(0, 10000), "3", "prune keeps the newest N snapshots"),
     "BACKUP_KEEP_DAILY": Key(_int(0, 10000), "7", "prune keeps the newest snapshot of each of the last N days"),
     "BACKUP_KEEP_WEEKLY": Key(_int(0, 10000), "4", "prune keeps the newest snapshot of each of the last N weeks"),
@@ -205,6 +238,14 @@ KEYS: dict[str, Key] = {
     "BACKUP_MAX_AGE_HOURS": Key(
         _int(1, 8760), "26", "ops.doctor fails when the newest complete snapshot is older than this"
     ),
+    "BACKUP_DRILL_MAX_AGE_DAYS": Key(
+        _int(1, 3650), "8", "ops.doctor warns when no restore drill passed within this many days"
+    ),
+    # Notifications (ops/notify/): the URL is the secret NOTIFY_URL (secrets file or environment).
+    "NOTIFY_FORMAT": Key(
+        _choice("slack", "json"), "slack", "body posted to NOTIFY_URL: slack (incoming-webhook JSON) or json"
+    ),
+    "NOTIFY_TIMEOUT": Key(_int(1, 60), "5", "seconds one notification attempt may take (one retry)"),
     # Provisioning (ops/provision/settings.py; documented in env/*.env.example).
     "PROVISION_SKIP": Key(
         _words,

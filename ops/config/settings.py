@@ -119,12 +119,15 @@ class BackupSettings:
     timeout: float
     age_recipient: str
     age_identity: str
-    offsite: str
+    offsite: str  # s3://BUCKET/PREFIX or [user@]host[:port]:/path
+    s3_endpoint: str
+    s3_region: str
     keep_last: int
     keep_daily: int
     keep_weekly: int
     keep_monthly: int
     max_age_hours: int
+    drill_max_age_days: int
 
     @classmethod
     def from_values(cls, values: Mapping[str, object]) -> BackupSettings:
@@ -140,9 +143,24 @@ class BackupSettings:
             age_recipient=_str(values, "BACKUP_AGE_RECIPIENT"),
             age_identity=_str(values, "BACKUP_AGE_IDENTITY"),
             offsite=_str(values, "BACKUP_OFFSITE"),
+            s3_endpoint=_str(values, "S3_ENDPOINT"),
+            s3_region=_str(values, "S3_REGION").strip(),
             keep_last=_int(values, "BACKUP_KEEP_LAST"),
             keep_daily=_int(values, "BACKUP_KEEP_DAILY"),
             keep_weekly=_int(values, "BACKUP_KEEP_WEEKLY"),
             keep_monthly=_int(values, "BACKUP_KEEP_MONTHLY"),
             max_age_hours=_int(values, "BACKUP_MAX_AGE_HOURS"),
+            drill_max_age_days=_int(values, "BACKUP_DRILL_MAX_AGE_DAYS"),
         )
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """How notifications are posted. Where to is the secret NOTIFY_URL (env.secrets), never here."""
+
+    format: str  # slack | json
+    timeout: float  # seconds per attempt
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object]) -> NotifySettings:
+        return cls(format=_str(values, "NOTIFY_FORMAT"), timeout=float(_int(values, "NOTIFY_TIMEOUT")))

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from ops.config import Environment, HostSpec, env_files, load_environment
 from ops.console import FAILED, OK, Reporter
 from ops.deploy.releases import ReleaseStore
-from ops.errors import ConfigError, HostError
-from ops.host.lock import held
+from ops.errors import ConfigError, HostError, OpsError
+from ops.host import audit
+from ops.host.lock import held, operator
 from ops.images.gc import GcResult, HostPins, apply_plan, read_listing, registry_container, select_garbage
 from ops.images.local_registry import LocalRegistry, ensure_registry
 from ops.images.registry_api import RegistryApi
@@ -164,10 +165,37 @@ def collect_garbage(
                     where=first.host,
                     hint="bring the host back or take it out of HOSTS, then run images.gc again",
                 )
-            result = apply_plan(registry, plan, container, reporter, client=engine, api=api, dry_run=dry_run)
+            try:
+                result = apply_plan(registry, plan, container, reporter, client=engine, api=api, dry_run=dry_run)
+            except OpsError as error:
+                if not dry_run:
+                    record_audit(environments, "failed", error.one_line(), time.monotonic() - started)
+                raise
+            if not dry_run:
+                record_audit(environments, "ok", summary(result), time.monotonic() - started)
     finally:
         if client is None:
             engine.close()
     result.hosts = pins
     result.seconds = time.monotonic() - started
     return result
+
+
+def summary(result: GcResult) -> str:
+    freed = f", {result.bytes_freed} bytes freed" if result.bytes_freed is not None else ""
+    return f"registry {result.registry}: {len(result.deleted)} manifests deleted, {len(result.kept)} kept{freed}"
+
+
+def record_audit(environments: Sequence[Environment], result: str, detail: str, seconds: float) -> None:
+    """One line in each environment's local audit log: the registry is this machine's, not a host's."""
+    for env in environments:
+        record = audit.AuditRecord(
+            action="images.gc",
+            environment=env.name,
+            host="local",
+            result=result,
+            who=operator(),
+            duration_s=round(seconds, 2),
+            detail=detail,
+        )
+        audit.append_local(env.root, env.name, record.line(env.redact))

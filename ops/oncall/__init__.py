@@ -10,7 +10,8 @@ The doctor() function is not re-exported here: under its module's name it would 
 (`import ops.oncall.doctor` would give the function).
 """
 
-from ops.oncall.doctor import CHECK_NAMES, Check, DoctorReport, probe
+from ops.oncall.doctor import CHECK_NAMES, DoctorReport, probe
+from ops.oncall.findings import Check
 from ops.oncall.runbook import (
     DiagnosisStep,
     Runbook,

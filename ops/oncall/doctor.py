@@ -1,8 +1,9 @@
 """`ops.doctor`: checks an on-call person runs first, each pass / warn / fail with the fix to try.
 
 Per host one SSH round trip gathers the facts (engine, disks, inodes, memory, containers, log
-rotation) and a second one the clock; backups are read on this machine through ops.backup. Each
-check is one small function registered in HOST_CHECKS or LOCAL_CHECKS. Never changes anything.
+rotation) and a second one the clock; backups are read on this machine through ops.backup; a
+swarm is read once on a manager (ops.swarm). Each check is one small function registered in
+HOST_CHECKS, LOCAL_CHECKS or SWARM_CHECKS (swarm_checks.py). Never changes anything.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 from ops.backup import last_drill, list_snapshots, target_dir
 from ops.config import Environment
+from ops.errors import OpsError
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
+from ops.oncall.findings import Check, Finding
 from ops.oncall.preamble import shell_preamble
 from ops.oncall.status import ContainerStatus, parse_stack, stack_script
+from ops.oncall.swarm_checks import SWARM_CHECKS
+from ops.swarm import swarm_state
 from ops.transport import Fleet, Host
 
 DISK_WARN, DISK_FAIL = 85, 95
@@ -24,29 +30,6 @@ MEMORY_WARN, MEMORY_FAIL = 90, 97
 CONTAINER_MEMORY_WARN, CONTAINER_MEMORY_FAIL = 85, 95
 RESTARTS_WARN = 3
 CLOCK_WARN, CLOCK_FAIL = 2.0, 30.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check on one host (or on this machine: host "local")."""
-
-    name: str
-    host: str
-    status: str  # pass | warn | fail | skipped
-    detail: str
-    fix: str = ""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a check function found; the registry adds the check's name and the host."""
-
-    status: str  # pass | warn | fail | skipped
-    detail: str
-    fix: str = ""
-
-    def as_check(self, name: str, host: str) -> Check:
-        return Check(name, host, self.status, self.detail, self.fix)
 
 
 @dataclass
@@ -356,34 +339,43 @@ def backup_age(env: Environment, now: float | None = None) -> list[Finding]:
     return [Finding("pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")]
 
 
-def backup_drill(env: Environment) -> list[Finding]:
-    """Whether the newest complete snapshot was restored in a drill, and how that went."""
+def backup_drill(env: Environment, now: float | None = None) -> list[Finding]:
+    """Whether a restore drill passed within the policy (BACKUP_DRILL_MAX_AGE_DAYS), and how the
+    last one went. Backups run daily and drills weekly, so the newest snapshot is usually not the
+    drilled one: what matters is that the last drill passed, and recently."""
     complete = [snapshot for snapshot in list_snapshots(target_dir(env)) if snapshot.complete]
     if not complete:
         return [Finding("skipped", "no complete snapshot to drill")]
-    newest = max(complete, key=lambda snapshot: snapshot.created_at.timestamp())
-    drilled = last_drill(newest)
-    if drilled is None:
-        earlier = next((d for d in map(last_drill, reversed(complete)) if d is not None), None)
-        since = f" (last drill: {earlier.snapshot}, {'ok' if earlier.ok else 'failed'})" if earlier else ""
+    schedule = "inv backup.drill; drill weekly: inv backup.schedule --drill '47 4 * * 0'"
+    drills = sorted((drill for drill in map(last_drill, complete) if drill is not None), key=lambda d: d.when)
+    if not drills:
+        return [Finding("warn", f"none of the {len(complete)} complete backups was ever drilled", schedule)]
+    last = drills[-1]
+    if not last.ok:
         return [
             Finding(
                 "warn",
-                f"newest complete backup {newest.id} was never drilled{since}",
-                "inv backup.drill; drill weekly: inv backup.schedule --drill '47 4 * * 0'",
+                f"the last drill, of {last.snapshot} on {last.host} ({last.when}), failed: {last.error}",
+                "inv backup.verify; fix the cause, then inv backup.drill",
             )
         ]
-    if not drilled.ok:
+    try:
+        age_days = ((now or time.time()) - datetime.fromisoformat(last.when).timestamp()) / 86400
+    except ValueError:
+        age_days = float("inf")  # a record whose time cannot be read proves nothing recent
+    limit = env.backup.drill_max_age_days
+    if age_days > limit:
         return [
             Finding(
                 "warn",
-                f"the drill of {newest.id} on {drilled.host} failed ({drilled.when}): {drilled.error}",
-                "inv backup.verify; fix the cause, then inv backup.drill",
+                f"the last passing drill, of {last.snapshot} ({last.when}), is older than the policy ({limit} days)",
+                schedule,
             )
         ]
     return [
         Finding(
-            "pass", f"{newest.id} drilled on {drilled.host} ({drilled.when}): {len(drilled.volumes)} volumes usable"
+            "pass",
+            f"{last.snapshot} drilled on {last.host} {age_days:.1f} days ago: {len(last.volumes)} volumes usable",
         )
     ]
 
@@ -407,7 +399,8 @@ HOST_CHECKS: tuple[tuple[str, HostCheck], ...] = (
     ("lock", deploy_lock),
 )
 LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age), ("drill", backup_drill))
-CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *LOCAL_CHECKS)))
+CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *SWARM_CHECKS, *LOCAL_CHECKS)))
+SWARM_HOST = "swarm"  # where the swarm's checks are shown: the whole swarm, not one host
 
 
 def host_checks(host: Host, project: str, *, clock: Callable[[], float] = time.time) -> list[Check]:
@@ -437,8 +430,19 @@ def doctor(env: Environment, *, only: list[str] | None = None) -> DoctorReport:
             report.checks.append(
                 Check("ssh", outcome.host, "fail", message, "is the host up? inv hosts.trust / check SSH_IDENTITY_FILE")
             )
+    if env.orchestrator.swarm:
+        report.checks.extend(swarm_checks(env))
     report.checks.extend(local_checks(env))
     return report
+
+
+def swarm_checks(env: Environment) -> list[Check]:
+    """The swarm's checks from one reading on a manager (and IPVS on each node)."""
+    try:
+        state = swarm_state(env, ipvs=True)
+    except OpsError as error:
+        return [Check("swarm-nodes", SWARM_HOST, "fail", error.one_line(), f"inv provision.{env.name}")]
+    return [finding.as_check(name, SWARM_HOST) for name, judge in SWARM_CHECKS for finding in judge(state)]
 
 
 def probe(env: Environment, name: str) -> list[tuple[str, bool, str]]:

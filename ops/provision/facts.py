@@ -13,6 +13,7 @@ from ops.host.layout import ProjectLayout
 from ops.provision.settings import ProvisionSettings
 from ops.transport import Host
 from ops.transport.shell import q
+from ops.transport.shell import sections as script_sections
 
 SUPPORTED = {("ubuntu", "22.04"), ("ubuntu", "24.04"), ("debian", "12"), ("debian", "13")}
 SUPPORTED_TEXT = "Ubuntu 22.04/24.04 and Debian 12/13"
@@ -170,19 +171,7 @@ s end
 
 def parse_facts(text: str) -> HostFacts:
     """HostFacts from the facts script's output (also how unit tests build facts from fixtures)."""
-    sections: dict[str, str] = {}
-    name = ""
-    lines: list[str] = []
-    for line in text.split("\n"):
-        match = re.match(r"^@@(.+)@@$", line)
-        if match:
-            if name:
-                sections[name] = "\n".join(lines)
-            name, lines = match.group(1), []
-        else:
-            lines.append(line)
-    if name:
-        sections[name] = "\n".join(lines)
+    sections = script_sections(text)
 
     def get(key: str) -> str:
         return sections.get(key, "").strip()

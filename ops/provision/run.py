@@ -306,18 +306,25 @@ def form_swarm(
                     run.fail(SWARM_STEP, error)
             return None
         done: dict[str, list[str]] = {name: [] for name in runs}
+        failed: set[str] = set()
         for change in plan.changes:
             if change.host not in runs and not dry_run:
                 continue  # not selected (--host): left as it is
+            if change.host in failed or (plan.leader in failed and change.kind != "ufw"):
+                continue  # a host's later changes need its earlier ones; every join needs the leader
             if not dry_run:
                 try:
                     apply_change(change, hosts, plan, facts)
                 except OpsError as error:
                     runs[change.host].fail(SWARM_STEP, error)
-                    break
+                    failed.add(change.host)
+                    continue
             done.setdefault(change.host, []).append(change.description)
         for name, run in runs.items():
             if not run.report.ok:
+                continue
+            if plan.leader in failed and any(c.host == name and c.kind != "ufw" for c in plan.changes):
+                run.emit(SWARM_STEP, SKIPPED, f"waits for {plan.leader}, whose swarm step failed")
                 continue
             if done.get(name):
                 run.emit(SWARM_STEP, WOULD_CHANGE if dry_run else CHANGED, "; ".join(done[name]))

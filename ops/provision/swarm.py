@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ops.config import HostSpec
 from ops.errors import HostError
 from ops.transport import Host
-from ops.transport.shell import q
+from ops.transport.shell import q, sections
 
 SWARM_PORTS = (("2377", "tcp"), ("7946", "tcp"), ("7946", "udp"), ("4789", "udp"))
 UFW_COMMENT = "opskit swarm"
@@ -62,20 +62,6 @@ s end
 """
 
 
-def _sections(text: str) -> dict[str, str]:
-    sections: dict[str, str] = {}
-    name, lines = "", list[str]()
-    for line in text.split("\n"):
-        match = re.match(r"^@@(.+)@@$", line)
-        if match:
-            if name:
-                sections[name] = "\n".join(lines).strip()
-            name, lines = match.group(1), []
-        else:
-            lines.append(line)
-    return sections
-
-
 def _route_source(line: str) -> str:
     """The `src` of an `ip -o route get` line when it is not a loopback address, else ""."""
     match = re.search(r"\bsrc (\S+)", line)
@@ -104,16 +90,16 @@ def _ufw_rules(text: str) -> tuple[frozenset[tuple[str, str, str]], frozenset[tu
 
 def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts:
     """NodeFacts from node_facts_script's output (also how unit tests build them)."""
-    sections = _sections(text)
+    answers = {name: body.strip() for name, body in sections(text).items()}
     try:
-        swarm = json.loads(sections.get("swarm") or "{}")
+        swarm = json.loads(answers.get("swarm") or "{}")
     except ValueError:
         swarm = {}
     address = given_address
-    for line in [*sections.get("routes", "").splitlines(), sections.get("default-route", "")]:
+    for line in [*answers.get("routes", "").splitlines(), answers.get("default-route", "")]:
         address = address or _route_source(line)
     nodes: dict[str, tuple[str, str, frozenset[str]]] = {}
-    for line in sections.get("nodes", "").splitlines():
+    for line in answers.get("nodes", "").splitlines():
         parts = line.split(" ", 3)
         if len(parts) == 4:
             labels = json.loads(parts[3] or "null") or {}
@@ -121,7 +107,7 @@ def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts
                 k[len(ROLE_LABEL) :] for k, v in labels.items() if k.startswith(ROLE_LABEL) and v == "true"
             )
             nodes[parts[0]] = (parts[1], parts[2], ours)
-    rules, ours = _ufw_rules(sections.get("ufw-rules", ""))
+    rules, ours = _ufw_rules(answers.get("ufw-rules", ""))
     return NodeFacts(
         host=host,
         address=address,

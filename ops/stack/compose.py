@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.config import Environment
+from ops.config import OPERATOR_SECRETS, Environment
 from ops.errors import StackError
 from ops.host.labels import SWAP_LABEL
 
@@ -91,7 +91,8 @@ def render_env(env: Environment, version: str, stack: Path) -> str:
     values.update(dict(env.deploy.stack_vars))
     values["APP_VERSION"] = version
     for name in env.secrets.names():
-        values[name] = env.secrets[name]
+        if name not in OPERATOR_SECRETS:  # opskit's own (notification URL, S3 keys) stay on this machine
+            values[name] = env.secrets[name]
     return "".join(f"{key}={json.dumps(value)}\n" for key, value in sorted(values.items()))
 
 

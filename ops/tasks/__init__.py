@@ -10,10 +10,10 @@ from invoke.collection import Collection
 
 
 def namespace() -> Collection:
-    from ops.tasks import backup, deploy, hosts, images, lab, ops, provision, runbook
+    from ops.tasks import backup, deploy, hosts, images, lab, ops, provision, runbook, swarm
 
     root = Collection()
-    for module in (lab, hosts, ops, runbook, backup, images):
+    for module in (lab, hosts, ops, swarm, runbook, backup, images):
         root.add_collection(module.collection())
     for collection in [*provision.collections(), *deploy.collections()]:
         root.add_collection(collection)

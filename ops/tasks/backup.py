@@ -1,5 +1,5 @@
 """`inv backup.all`, `backup.list`, `backup.verify`, `backup.restore`, `backup.drill`, `backup.prune`,
-`backup.schedule`, `backup.offsite`."""
+`backup.schedule`, `backup.offsite`, `backup.fetch`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 from invoke.collection import Collection
 
 from ops.tasks.base import command, failed, load_env
+from ops.tasks.notice import notifying
 
 if TYPE_CHECKING:
     from invoke.context import Context
+
+    from ops.backup import BackupResult, DrillResult, RestoreResult
 
 
 def _mb(count: int) -> str:
@@ -29,7 +32,8 @@ def all_(
 ) -> None:
     """Back up every named volume of the stack on every host into a new snapshot (BACKUP_TARGET)."""
     from ops.backup import BackupOptions, backup_all
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import backup_message
 
     environment = load_env(c, env)
     options = BackupOptions(
@@ -39,8 +43,16 @@ def all_(
         target=target or None,
         lock_wait=lock_wait,
     )
-    with ConsoleReporter(quiet=json) as reporter:
-        result = backup_all(environment, reporter, options)
+    with notifying(environment, "backup", "backup") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = backup_all(environment, reporter, options)
+        note(backup_message(environment, result))
+        _show_backup(result, json)
+
+
+def _show_backup(result: BackupResult, json: bool) -> None:
+    from ops.console import console, print_error, print_json
+
     if json:
         print_json(
             {
@@ -68,32 +80,35 @@ def all_(
         raise failed()
 
 
-def list_(c: Context, env: str | None = None, json: bool = False) -> None:
-    """The snapshots of the environment, oldest first (incomplete ones are marked)."""
+def list_(c: Context, env: str | None = None, offsite: bool = False, json: bool = False) -> None:
+    """The snapshots of the environment, oldest first (incomplete ones are marked); --offsite: those
+    at BACKUP_OFFSITE."""
     from rich.table import Table
 
-    from ops.backup import list_snapshots, target_dir
+    from ops.backup import list_snapshots, offsite_snapshots, target_dir
     from ops.console import console, print_json
 
     environment = load_env(c, env)
-    directory = target_dir(environment)
-    snapshots = list_snapshots(directory)
+    if offsite:
+        where, snapshots = offsite_snapshots(environment)
+    else:
+        where, snapshots = str(target_dir(environment)), list_snapshots(target_dir(environment))
     if json:
         print_json([snapshot.as_dict() for snapshot in snapshots])
         return
-    table = Table(title=f"snapshots of {environment.name} in {directory}")
+    table = Table(title=f"snapshots of {environment.name} in {where}")
     for column in ("snapshot", "state", "created", "hosts", "volumes", "size", "archives in"):
         table.add_column(column)
     for snapshot in snapshots:
         state = "[green]complete[/]" if snapshot.complete else "[yellow]incomplete[/]"
         volumes = ", ".join(sorted({record.volume for record in snapshot.archives}))
-        where = f"hosts:{snapshot.host_dir}" if snapshot.host_dir else "here"
+        place = "offsite" if offsite else f"hosts:{snapshot.host_dir}" if snapshot.host_dir else "here"
         table.add_row(
-            snapshot.id, state, snapshot.created, str(len(snapshot.hosts)), volumes, _mb(snapshot.bytes), where
+            snapshot.id, state, snapshot.created, str(len(snapshot.hosts)), volumes, _mb(snapshot.bytes), place
         )
     console().print(table)
     complete = sum(1 for snapshot in snapshots if snapshot.complete)
-    console().print(f"{complete} complete, {len(snapshots) - complete} incomplete")
+    console().print(f"{complete} complete, {len(snapshots) - complete} incomplete", markup=False)
 
 
 def verify(
@@ -140,7 +155,8 @@ def restore(
     """Restore volumes from a snapshot: stop their services, replace the data, start, health-gate."""
     from ops.backup import find_snapshot, restore_selection, target_dir
     from ops.backup import restore as run_restore
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import restore_message
 
     environment = load_env(c, env)
     # Every check that needs no host runs before the question, so bad input changes nothing.
@@ -148,8 +164,17 @@ def restore(
     records = restore_selection(chosen, volume, host)
     listing = ", ".join(f"{record.volume} on {record.host}" for record in records)
     _confirm(f"restore {listing} from {chosen.id}", yes)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
+    with notifying(environment, "restore", f"restore from {chosen.id}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_restore(environment, reporter, chosen.id, volume=volume, host=host)
+        note(restore_message(environment, result))
+        _show_restore(result, json)
+
+
+def _show_restore(result: RestoreResult, json: bool) -> None:
+    from ops.console import console, print_error, print_json
+
+    chosen = result.snapshot
     if json:
         print_json({"snapshot": chosen.id, "ok": result.ok, "restored": result.restored, "errors": result.errors})
     else:
@@ -166,14 +191,23 @@ def restore(
 def drill(c: Context, snapshot: str = "", host: str | None = None, env: str | None = None, json: bool = False) -> None:
     """Restore a snapshot (default: the newest) into a throwaway copy of the stack on one host,
     check every volume's data there, and remove the copy; the stack itself is never touched."""
-    from rich.table import Table
-
     from ops.backup import drill as run_drill
-    from ops.console import ConsoleReporter, console, print_error, print_json
+    from ops.console import ConsoleReporter
+    from ops.notify import drill_message
 
     environment = load_env(c, env)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_drill(environment, reporter, snapshot or None, host=host)
+    with notifying(environment, "drill", f"restore drill of {snapshot or 'the newest snapshot'}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_drill(environment, reporter, snapshot or None, host=host)
+        note(drill_message(environment, result))
+        _show_drill(result, json)
+
+
+def _show_drill(result: DrillResult, json: bool) -> None:
+    from rich.table import Table
+
+    from ops.console import console, print_error, print_json
+
     if json:
         print_json(result.as_dict())
     else:
@@ -221,13 +255,35 @@ def prune(
     with ConsoleReporter(quiet=json) as reporter:
         result = run_prune(environment, reporter, policy, dry_run=dry_run)
     if json:
-        print_json({"kept": result.kept, "removed": result.removed, "incomplete_removed": result.incomplete_removed})
+        print_json(
+            {
+                "kept": result.kept,
+                "removed": result.removed,
+                "incomplete_removed": result.incomplete_removed,
+                **(
+                    {
+                        "offsite": {
+                            "kept": result.offsite_kept,
+                            "removed": result.offsite_removed,
+                            "incomplete_removed": result.offsite_incomplete_removed,
+                        }
+                    }
+                    if environment.backup.offsite
+                    else {}
+                ),
+            }
+        )
         return
     verb = "would remove" if dry_run else "removed"
     console().print(
         f"prune: kept {len(result.kept)}, {verb} {len(result.removed)} snapshots"
         + (f" and {len(result.incomplete_removed)} incomplete" if result.incomplete_removed else "")
     )
+    if environment.backup.offsite:
+        console().print(
+            f"prune offsite: kept {len(result.offsite_kept)}, {verb} {len(result.offsite_removed)} snapshots"
+            + (f" and {len(result.offsite_incomplete_removed)} incomplete" if result.offsite_incomplete_removed else "")
+        )
 
 
 def schedule(
@@ -249,18 +305,38 @@ def schedule(
 
 
 def offsite(c: Context, env: str | None = None, snapshot: str = "", json: bool = False) -> None:
-    """Copy a snapshot (default: the newest) to BACKUP_OFFSITE over SSH, checked before it counts."""
+    """Copy a snapshot (default: the newest) to BACKUP_OFFSITE (S3 or SSH), checked before it counts."""
     from ops.backup import copy_offsite
     from ops.console import ConsoleReporter, console, print_json
 
     environment = load_env(c, env)
-    with ConsoleReporter(quiet=json) as reporter:
+    # Only a failure is told: the backup that made the snapshot already said it is there.
+    subject = f"offsite copy of {snapshot or 'the newest snapshot'}"
+    with notifying(environment, "offsite", subject), ConsoleReporter(quiet=json) as reporter:
         result = copy_offsite(environment, reporter, snapshot or None)
     if json:
         print_json({"snapshot": result.snapshot.id, "target": result.target, "copied": result.copied})
     else:
         verb = f"copied ({_mb(result.bytes)})" if result.copied else "already there"
         console().print(f"offsite: snapshot {result.snapshot.id} {verb} at {result.target}", markup=False)
+
+
+def fetch(c: Context, snapshot: str = "latest", env: str | None = None, json: bool = False) -> None:
+    """Bring a snapshot from BACKUP_OFFSITE back into BACKUP_DIR, every archive checked (then restore it)."""
+    from ops.backup import fetch_snapshot
+    from ops.console import ConsoleReporter, console, print_json
+
+    environment = load_env(c, env)
+    with ConsoleReporter(quiet=json) as reporter:
+        fetched = fetch_snapshot(environment, reporter, snapshot or None)
+    if json:
+        print_json(fetched.as_dict())
+    else:
+        console().print(
+            f"fetch: snapshot {fetched.id} complete in {fetched.path}, {len(fetched.archives)} archives, "
+            f"{_mb(fetched.bytes)}, checksums match; restore: inv backup.restore {fetched.id}",
+            markup=False,
+        )
 
 
 def collection() -> Collection:
@@ -279,7 +355,7 @@ def collection() -> Collection:
             },
         )
     )
-    namespace.add_task(command(list_, name="list"))
+    namespace.add_task(command(list_, name="list", help={"offsite": "list the snapshots at BACKUP_OFFSITE"}))
     namespace.add_task(
         command(
             verify,
@@ -320,6 +396,9 @@ def collection() -> Collection:
         )
     )
     namespace.add_task(command(offsite, help={"snapshot": "snapshot id or prefix (default: the newest)"}))
+    namespace.add_task(
+        command(fetch, positional=["snapshot"], help={"snapshot": "snapshot id, prefix or 'latest' (the default)"})
+    )
     namespace.add_task(
         command(
             schedule,

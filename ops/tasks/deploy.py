@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from invoke.collection import Collection
 
 from ops.tasks.base import command, env_collection, environment_names, failed, load_env
+from ops.tasks.notice import notifying
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -79,6 +80,7 @@ def deploy(
     from ops.console import ConsoleReporter
     from ops.deploy import DeployOptions
     from ops.deploy import deploy as run_deploy
+    from ops.notify import deploy_message
 
     environment = load_env(c, env)
     if not dry_run:
@@ -91,9 +93,11 @@ def deploy(
         lock_wait=lock_wait,
         reason=reason,
     )
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_deploy(environment, reporter, options)
-    _render(result, json)
+    with notifying(environment, "deploy", f"deploy {version}", enabled=not dry_run) as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_deploy(environment, reporter, options)
+        note(deploy_message(result))
+        _render(result, json)
 
 
 def rollback(
@@ -108,12 +112,15 @@ def rollback(
     """Go back to the previous (or --to) release: its compose files, env and pinned images."""
     from ops.console import ConsoleReporter
     from ops.deploy import rollback as run_rollback
+    from ops.notify import deploy_message
 
     environment = load_env(c, env)
     _confirm(environment, "roll back", yes)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_rollback(environment, reporter, to=to, hosts=[host] if host else None, lock_wait=lock_wait)
-    _render(result, json)
+    with notifying(environment, "rollback", f"rollback to {to or 'previous'}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_rollback(environment, reporter, to=to, hosts=[host] if host else None, lock_wait=lock_wait)
+        note(deploy_message(result))
+        _render(result, json)
 
 
 def releases(c: Context, env: str | None = None, json: bool = False) -> None:
@@ -328,20 +335,23 @@ def swap(
     """Swap one service blue-green: new containers beside the old, health gate, drain, retire the old."""
     from ops.console import ConsoleReporter
     from ops.deploy import swap as run_swap
+    from ops.notify import deploy_message
 
     environment = load_env(c, env)
     _confirm(environment, f"swap {service} in", yes)
-    with ConsoleReporter(quiet=json) as reporter:
-        result = run_swap(
-            environment,
-            reporter,
-            service,
-            version=version,
-            image=image,
-            timeout=timeout or None,
-            drain=drain if drain >= 0 else None,
-            hosts=[host] if host else None,
-            batch=batch,
-            lock_wait=lock_wait,
-        )
-    _render(result, json)
+    with notifying(environment, "swap", f"swap {service} to {version or image}") as note:
+        with ConsoleReporter(quiet=json) as reporter:
+            result = run_swap(
+                environment,
+                reporter,
+                service,
+                version=version,
+                image=image,
+                timeout=timeout or None,
+                drain=drain if drain >= 0 else None,
+                hosts=[host] if host else None,
+                batch=batch,
+                lock_wait=lock_wait,
+            )
+        note(deploy_message(result))
+        _render(result, json)

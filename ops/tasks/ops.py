@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from invoke.collection import Collection
 
 from ops.tasks.base import command, failed, load_env
+from ops.tasks.notice import notifying
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -34,8 +35,20 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
     environment = load_env(c, env)
     statuses = environment_status(environment, only=[host] if host else None)
     unreachable = [s for s in statuses if not s.reachable]
+    swarm, swarm_error = None, ""
+    if environment.orchestrator.swarm:
+        from ops.errors import OpsError
+        from ops.swarm import swarm_state
+
+        try:
+            swarm = swarm_state(environment)
+        except OpsError as error:
+            swarm_error = error.one_line()
     if json:
-        print_json({"environment": environment.name, "hosts": [s.as_dict() for s in statuses]})
+        data: dict[str, object] = {"environment": environment.name, "hosts": [s.as_dict() for s in statuses]}
+        if environment.orchestrator.swarm:
+            data["swarm"] = swarm.as_dict() if swarm else {"error": swarm_error}
+        print_json(data)
     else:
         table = Table(title=f"environment {environment.name}")
         for column in ("host", "reachable", "OS", "kernel", "docker", "compose", "containers", "free /", "free docker"):
@@ -60,11 +73,19 @@ def status(c: Context, env: str | None = None, host: str | None = None, json: bo
             )
         console().print(table)
         _print_stack(statuses)
+        if swarm is not None:
+            from ops.tasks.swarm import print_swarm
+
+            print_swarm(swarm)
+        elif swarm_error:
+            from rich.markup import escape
+
+            console().print(f"[bold red]swarm:[/] {escape(swarm_error)}")
         console().print(
             f"{len(statuses)} hosts: {len(statuses) - len(unreachable)} reachable, "
             f"{len(unreachable)} unreachable ({time.monotonic() - started:.1f} s)"
         )
-    if unreachable:
+    if unreachable or swarm_error:
         raise failed()
 
 
@@ -115,16 +136,21 @@ def _print_stack(statuses: list[Any]) -> None:
         console().print(table)
 
 
-def doctor(c: Context, env: str | None = None, host: str | None = None, json: bool = False) -> None:
+def doctor(
+    c: Context, env: str | None = None, host: str | None = None, notify: bool = False, json: bool = False
+) -> None:
     """Checks with pass / warn / fail and the fix to try: SSH, engine, disks, memory, containers, lock, backups."""
     from rich.markup import escape
 
     from ops.console import console, print_json
+    from ops.notify import doctor_message
     from ops.oncall.doctor import doctor as run_doctor
 
     started = time.monotonic()
     environment = load_env(c, env)
-    report = run_doctor(environment, only=[host] if host else None)
+    with notifying(environment, "doctor", "doctor", enabled=notify) as note:
+        report = run_doctor(environment, only=[host] if host else None)
+        note(doctor_message(environment, report))
     if json:
         print_json(report.as_dict())
     else:
@@ -219,7 +245,10 @@ def collection() -> Collection:
     return Collection(
         "ops",
         command(status, help={"host": "only this host (host:port)"}),
-        command(doctor, help={"host": "only this host (host:port)"}),
+        command(
+            doctor,
+            help={"host": "only this host (host:port)", "notify": "post the failing checks to NOTIFY_URL (for cron)"},
+        ),
         command(
             logs,
             help={

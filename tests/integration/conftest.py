@@ -57,24 +57,31 @@ def write_env(root: Path, name: str, text: str) -> Path:
 ProvisionedLab = Lab
 
 
-@pytest.fixture(scope="session")
-def provisioned_lab() -> Iterator[Lab]:
-    """Two hosts provisioned once for the session (test_provision.py checks provisioning itself)."""
+def provisioned(spec: LabSpec, extra: str = "") -> Iterator[Lab]:
+    """The lab of spec provisioned once (extra: lines added to its env file), purged afterwards."""
     from ops.provision import provision
 
-    spec = LabSpec("itestp", checkout=REPO, hosts=2, env_root=REPO / ".lab" / "itestp")
     if os.environ.get("OPS_KEEP_LAB") != "1":
         # Fresh servers, whatever an earlier run left; OPS_KEEP_LAB=1 reuses the kept lab (a
         # faster loop while developing: provisioning is then a no-op).
         lab_down(spec, RecordingReporter(), purge=True)
     lab_up(spec, RecordingReporter())
-    env = load_environment("itestp", spec.env_root or REPO, os.environ)
+    if extra:
+        with spec.env_file.open("a") as env_file:
+            env_file.write(extra)
+    env = load_environment(spec.name, spec.env_root or REPO, os.environ)
     result = provision(env, RecordingReporter())
     assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
     yield Lab(spec, env)
     if os.environ.get("OPS_KEEP_LAB") != "1":
         lab_down(spec, RecordingReporter(), purge=True)
-        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to
+        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to, if any
+
+
+@pytest.fixture(scope="session")
+def provisioned_lab() -> Iterator[Lab]:
+    """Two hosts provisioned once for the session (test_provision.py checks provisioning itself)."""
+    yield from provisioned(LabSpec("itestp", checkout=REPO, hosts=2, env_root=REPO / ".lab" / "itestp"))
 
 
 # Steps a swarm's tests never look at: left out to keep the fixture's provisioning short.
@@ -85,21 +92,8 @@ SWARM_LAB_SKIP = "PROVISION_SKIP=unattended-upgrades fail2ban time\n"
 def swarm_lab() -> Iterator[Lab]:
     """Three hosts provisioned once for the session with ORCHESTRATOR=swarm: host 1 the manager
     (node label opskit.role.manager=true), hosts 2 and 3 workers (opskit.role.worker=true)."""
-    from ops.provision import provision
-
     spec = LabSpec("itests", checkout=REPO, hosts=3, env_root=REPO / ".lab" / "itests", swarm=True)
-    if os.environ.get("OPS_KEEP_LAB") != "1":
-        lab_down(spec, RecordingReporter(), purge=True)
-    lab_up(spec, RecordingReporter())
-    with spec.env_file.open("a") as env_file:
-        env_file.write(SWARM_LAB_SKIP)
-    env = load_environment("itests", spec.env_root or REPO, os.environ)
-    result = provision(env, RecordingReporter())
-    assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
-    yield Lab(spec, env)
-    if os.environ.get("OPS_KEEP_LAB") != "1":
-        lab_down(spec, RecordingReporter(), purge=True)
-        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to, if any
+    yield from provisioned(spec, SWARM_LAB_SKIP)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from ops.deploy.health import project_health
 from ops.deploy.releases import ReleaseStore
 from ops.transport import Fleet, Host
 from tests.integration.conftest import REPO, Lab, opskit, write_env
+from tests.s3server import ACCESS_ID, SIGNING_WORD, CuttingRelay, S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -516,3 +517,71 @@ def test_host_target_backs_up_verifies_and_restores_on_the_host(bk: tuple[Lab, P
         with Fleet.connect(lab.env) as fleet:
             for other in fleet.hosts:
                 other.sudo(f"rm -rf {HOST_DIR}", check=False)
+
+
+def test_s3_offsite_copy_prune_fetch_on_a_new_machine_and_restore(
+    bk: tuple[Lab, Path, Host], s3: S3Server, tmp_path: Path
+) -> None:
+    """To a real S3-compatible server (moto's) through boto3: a copy cut off halfway never looks
+    complete; copies are pruned there by the policy; an empty BACKUP_DIR gets a snapshot back, checked,
+    and it restores byte-identical."""
+    lab, _, host = bk
+    bucket = s3.make_bucket("itest-offsite")
+    here, new_machine = tmp_path / "here", tmp_path / "new-machine"
+    offsite = f"BACKUP_OFFSITE=s3://{bucket}/lab\nS3_ENDPOINT={s3.endpoint}\n"
+    relay = CuttingRelay(int(s3.endpoint.rsplit(":", 1)[1]), cut_after=400_000)
+    envs = {
+        "itestbks": env_text(lab, here) + offsite,
+        "itestbkc": env_text(lab, here) + offsite.replace(s3.endpoint, relay.endpoint),
+        "itestbkf": env_text(lab, new_machine) + offsite,
+    }
+    for name, text in envs.items():
+        write_env(lab.root, name, text)
+        secrets = lab.root / "env" / f"{name}.secrets.env"
+        secrets.write_text(f"S3_ACCESS_KEY_ID={ACCESS_ID}\nS3_SECRET_ACCESS_KEY={SIGNING_WORD}\n")
+        secrets.chmod(0o600)
+    am = mountpoint(host, "alertmanager-data")
+    one = ("--host", host.name, "--volume", "alertmanager-data")
+    try:
+        host.sudo(f"mkdir -p {am}/opskit-s3 && head -c 1000000 /dev/urandom > {am}/opskit-s3/blob.bin")
+        before = tree_digest(host, "alertmanager-data")
+        done = opskit(lab.root, "backup.all", "--env", "itestbks", *one)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (snapshot,) = [s for s in list_snapshots(here) if s.complete]
+        # The same archives a week earlier: what the policy will prune offsite.
+        older = "20261101T031700Z"
+        shutil.copytree(snapshot.path, here / older)
+        manifest = json.loads((here / older / "manifest.json").read_text())
+        (here / older / "manifest.json").write_text(json.dumps({**manifest, "created": "2026-11-01T03:17:00+00:00"}))
+
+        cut = opskit(lab.root, "backup.offsite", "--env", "itestbkc")
+        relay.close()
+        assert cut.returncode == 1 and "cannot reach the S3 store" in cut.stderr, cut.stdout + cut.stderr
+        listed = opskit(lab.root, "backup.list", "--env", "itestbks", "--offsite")
+        assert listed.returncode == 0 and "0 complete" in listed.stdout, listed.stdout + listed.stderr
+
+        for snapshot_id in (older, snapshot.id):
+            copied = opskit(lab.root, "backup.offsite", "--env", "itestbks", "--snapshot", snapshot_id)
+            assert copied.returncode == 0 and f"{snapshot_id} copied" in copied.stdout, copied.stdout + copied.stderr
+        pruned = opskit(lab.root, "backup.prune", "--env", "itestbks", "--keep-last", "1", "--keep-daily", "0",
+                        "--keep-weekly", "0", "--keep-monthly", "0")  # fmt: skip
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "prune offsite: kept 1, removed 1 snapshots" in pruned.stdout
+        offsite = json.loads(opskit(lab.root, "backup.list", "--env", "itestbks", "--offsite", "--json").stdout)
+        assert [(item["id"], item["complete"]) for item in offsite] == [(snapshot.id, True)]
+
+        # A new machine with only the bucket: fetch, then restore from it after the data is lost.
+        fetched = opskit(lab.root, "backup.fetch", "--env", "itestbkf")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert f"fetch: snapshot {snapshot.id} complete" in fetched.stdout and "checksums match" in fetched.stdout
+        host.sudo(f"rm -rf {am}/opskit-s3")
+        restored = opskit(lab.root, "backup.restore", snapshot.id, "--env", "itestbkf", *one, "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert tree_digest(host, "alertmanager-data") == before
+    finally:
+        relay.close()
+        host.sudo(f"rm -rf {am}/opskit-s3")
+        for name in envs:
+            (lab.root / "env" / f"{name}.env").unlink(missing_ok=True)
+            (lab.root / "env" / f"{name}.secrets.env").unlink(missing_ok=True)
+    assert healthy(host) == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import REPO, ProvisionedLab, http_get, opskit
+from tests.receiver import closed_port, receiver
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +75,17 @@ def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -
     # The same release again: no new release directory; what drifted (a proxy stopped by hand on
     # the first host) converges, and the gate passes.
     compose_on(lab, 1, "stop proxy")
-    again = deploy(lab, "--version", "v2", "--json")
+    # ... with a notification webhook that is down: the deploy's result and exit code stand, a
+    # warning says so, and NOTIFY_URL (opskit's own secret) is not in the release's .env.
+    secrets = lab.root / "env" / "itestp.secrets.env"
+    secrets.write_text(f"NOTIFY_URL=http://127.0.0.1:{closed_port()}/hooks/deploys\n")
+    secrets.chmod(0o600)
+    try:
+        again = deploy(lab, "--version", "v2", "--json")
+    finally:
+        secrets.unlink()
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "notification of the deploy not delivered to NOTIFY_URL (connection refused" in again.stderr
     hosts = json.loads(again.stdout)["hosts"]
     assert [host["result"] for host in hosts] == ["unchanged", "unchanged"]
     assert all(host["release"] == host["previous"] for host in hosts)
@@ -90,14 +100,31 @@ def test_deploy_upgrade_failed_gate_and_rollback(deployed_lab: ProvisionedLab) -
     assert "edited by hand" not in by_hand(lab, 2, "cat compose.yaml")
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
 
-    # v3 fails its health check: each host goes back to v2 by itself, exit code 1, audited.
+    # v3 fails its health check: each host goes back to v2 by itself, exit code 1, audited, and the
+    # team's webhook is told (its first answer too slow: the retry delivers; the result stands).
     bad_env = lab.root / "env" / "itestbad.env"
-    bad_env.write_text((lab.root / "env" / "itestp.env").read_text() + "STACK_VARS=HEALTH_FAIL=1\nHEALTH_TIMEOUT=40\n")
-    failed = opskit(lab.root, "deploy", "--env", "itestbad", "--version", "v3")
+    bad_env.write_text(
+        (lab.root / "env" / "itestp.env").read_text()
+        + "STACK_VARS=HEALTH_FAIL=1\nHEALTH_TIMEOUT=40\nNOTIFY_TIMEOUT=2\n"
+    )
+    bad_secrets = lab.root / "env" / "itestbad.secrets.env"
+    with receiver() as hook:
+        hook.answers = ["slow"]
+        bad_secrets.write_text(f"NOTIFY_URL={hook.url}\n")
+        bad_secrets.chmod(0o600)
+        failed = opskit(lab.root, "deploy", "--env", "itestbad", "--version", "v3")
+        messages = hook.messages()
     bad_env.unlink()
+    bad_secrets.unlink()
     assert failed.returncode == 1
     assert "rolled-back" in failed.stdout
     assert "service web" in failed.stdout
+    assert "warning" not in failed.stderr, failed.stderr
+    (message,) = messages
+    assert str(message["text"]).startswith(":rotating_light: deploy v3 on itestbad: rolled back (service web ")
+    fields = {field["title"]: field["value"] for field in message["attachments"][0]["fields"]}  # type: ignore[index]
+    assert fields["failing service"] == "web" and fields["version"] == "v3"
+    assert fields["hosts"] == ", ".join(f"{host.name} rolled-back" for host in lab.env.hosts)
     assert [version_on(lab, i) for i in (1, 2)] == ["v2", "v2"]
 
     back = opskit(lab.root, "rollback", "--env", "itestp")

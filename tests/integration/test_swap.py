@@ -33,6 +33,18 @@ def web_containers(lab: Lab) -> list[tuple[str, str]]:
         return [(c.name, c.image.id) for c in containers]
 
 
+def proxy_complaints(lab: Lab) -> list[str]:
+    """The demo proxy's nginx warnings and errors on the lab's first host (why a request failed)."""
+    with Fleet.connect(lab.env, only=[lab.env.hosts[0].name]) as fleet:
+        proxies = (
+            fleet.hosts[0]
+            .docker()
+            .containers.list(filters={"label": ["com.docker.compose.project=demo", "com.docker.compose.service=proxy"]})
+        )
+        lines = [line for c in proxies for line in c.logs(stdout=False, stderr=True, tail=200).decode().splitlines()]
+        return [line for line in lines if "[warn]" in line or "[error]" in line][-20:]
+
+
 def swap(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
     return opskit(lab.root, "swap", "web", "--env", "itestp", "--host", lab.env.hosts[0].name, *args)
 
@@ -46,7 +58,7 @@ def test_three_swaps_under_load_fail_no_request(deployed_lab: Lab) -> None:
         assert outcome.returncode == 0, outcome.stdout + outcome.stderr
     for result in results:
         assert result.requests > 500
-        assert result.failures == 0, result.examples
+        assert result.failures == 0, (result.examples, proxy_complaints(deployed_lab))
     status, body = http_get(port, "/version")
     assert status == 200 and '"v2"' in body
     assert len(web_containers(deployed_lab)) == 1  # the old ones were retired

@@ -399,19 +399,20 @@ def test_a_failing_pre_hook_stops_the_backup_of_that_volume_before_anything_is_s
 
 
 def test_offsite_target_is_parsed_and_checked(tmp_path: Path) -> None:
-    from ops.backup import cron_line, offsite_target
+    from ops.backup import cron_line, offsite_store, ssh_target
     from ops.config import HostSpec, load_environment
 
     (tmp_path / "env").mkdir()
     (tmp_path / "env" / "t.env").write_text("HOSTS=127.0.0.1\nBACKUP_OFFSITE=vault@backup.example:2222:/srv/b/shop/\n")
     env = load_environment("t", tmp_path, {})
-    assert offsite_target(env) == (HostSpec("backup.example", 2222, "vault"), "/srv/b/shop")
+    assert ssh_target(env) == (HostSpec("backup.example", 2222, "vault"), "/srv/b/shop")
     assert "backup.offsite --env t" in cron_line(env, "@daily")
     (tmp_path / "env" / "u.env").write_text("HOSTS=127.0.0.1\nBACKUP_OFFSITE=backup.example\n")
     with pytest.raises(BackupError, match="has no :/path"):
-        offsite_target(load_environment("u", tmp_path, {}))
+        ssh_target(load_environment("u", tmp_path, {}))
     (tmp_path / "env" / "v.env").write_text("HOSTS=127.0.0.1\n")
-    assert offsite_target(load_environment("v", tmp_path, {})) is None
+    with pytest.raises(BackupError, match="BACKUP_OFFSITE is not set"):
+        offsite_store(load_environment("v", tmp_path, {}))
 
 
 def test_host_target_archives_and_hashes_on_the_host_and_a_full_disk_removes_the_partial_archive() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,22 +210,28 @@ def test_a_drill_is_recorded_beside_the_manifest_and_read_by_the_doctor(tmp_path
     (tmp_path / "env" / "lab.env").write_text("HOSTS=127.0.0.1\n")
     env = load_environment("lab", tmp_path, os.environ)
     backups = tmp_path / "backups" / "lab"
+    day = 86400.0
+    drilled_at = datetime(2026, 12, 1, 5, tzinfo=UTC).timestamp()
     assert backup_drill(env)[0].status == "skipped"
     older = snapshot_in(backups, "20261201T000000Z")
+    (finding,) = backup_drill(env, now=drilled_at)
+    assert (finding.status, finding.detail) == ("warn", "none of the 1 complete backups was ever drilled")
+    assert "inv backup.schedule --drill" in finding.fix
     passed = DrillResult(older.id, "h1", "demo-drill-x", "2026-12-01T05:00:00+00:00", seconds=31.5)
     passed.volumes.append(DrilledVolume("h1", "redis-data", "redis", "PING PONG, 3 keys", 4.2))
     write_drill(older, passed)
     assert last_drill(older) == passed and (older.path / "drill.json").is_file()
-    assert backup_drill(env)[0].status == "pass"
+    (finding,) = backup_drill(env, now=drilled_at + day)
+    assert (finding.status, finding.detail) == ("pass", f"{older.id} drilled on h1 1.0 days ago: 1 volumes usable")
+    # Daily backups, weekly drills: a newer undrilled snapshot is normal while the drill is recent.
     newest = snapshot_in(backups, "20261202T000000Z")
-    (finding,) = backup_drill(env)
-    assert finding.status == "warn"
-    assert finding.detail == f"newest complete backup {newest.id} was never drilled (last drill: {older.id}, ok)"
-    assert "inv backup.drill" in finding.fix
+    assert backup_drill(env, now=drilled_at + 7 * day)[0].status == "pass"
+    (finding,) = backup_drill(env, now=drilled_at + 9 * day)
+    assert finding.status == "warn" and "older than the policy (8 days)" in finding.detail
     write_drill(
         newest, DrillResult(newest.id, "h1", "p", "2026-12-02T05:00:00+00:00", error="redis-data: check failed: x")
     )
-    (finding,) = backup_drill(env)
+    (finding,) = backup_drill(env, now=drilled_at + day)
     assert finding.status == "warn" and "redis-data: check failed: x" in finding.detail
     assert last_drill(newest) is not None and not last_drill(newest).ok  # type: ignore[union-attr]
 

@@ -15,6 +15,7 @@ from ops.config import HostSpec, load_environment
 from ops.host.lock import LockInfo
 from ops.oncall.doctor import CHECK_NAMES, HOST_CHECKS, backup_check, host_checks, newest_complete_backup, probe
 from ops.oncall.status import parse_size, parse_stack
+from ops.oncall.swarm_checks import SWARM_CHECKS
 from ops.transport import Host
 from tests.fakes import FakeRunner
 
@@ -159,5 +160,6 @@ def test_every_registered_host_check_reports_in_the_registry_order() -> None:
     names = [check.name for check in host_checks(host, "demo")]
     registered = [name for name, _ in HOST_CHECKS]
     assert list(dict.fromkeys(names)) == list(dict.fromkeys(registered))
-    assert (*dict.fromkeys(registered), "backup", "drill") == CHECK_NAMES
+    swarm = [name for name, _ in SWARM_CHECKS]  # shown after the hosts' checks, for ORCHESTRATOR=swarm
+    assert (*dict.fromkeys(registered), *swarm, "backup", "drill") == CHECK_NAMES
     assert probe(None, "nope") == [("local", False, f"unknown doctor check 'nope' (known: {', '.join(CHECK_NAMES)})")]  # type: ignore[arg-type]

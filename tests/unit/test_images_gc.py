@@ -317,6 +317,14 @@ def test_a_collection_deletes_only_what_no_host_pins_under_every_hosts_lock(worl
         listing = next(i for i, command in enumerate(runner.commands) if LIST in command)
         assert runner.commands.index(taken) < listing < runner.commands.index(released)
     assert result.as_dict()["bytes_freed"] == 2_000_000
+    (record,) = audit_records(world)
+    assert (record["action"], record["host"], record["result"]) == ("images.gc", "local", "ok")
+    assert record["detail"] == f"registry {address}: 2 manifests deleted, 3 kept, 2000000 bytes freed"
+
+
+def audit_records(world: World) -> list[dict[str, object]]:
+    log = world.env.root / ".opskit" / "audit" / f"{world.env.name}.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def test_a_host_that_cannot_be_read_deletes_nothing(world: World) -> None:
@@ -350,6 +358,7 @@ def test_a_dry_run_shows_the_plan_and_changes_nothing(world: World) -> None:
     assert world.container.collections() == [] and world.container.restarts == 0
     assert world.engine.removed == [] and len(world.engine.names) == 4
     assert result.bytes_before == 5_000_000 and result.bytes_freed is None
+    assert audit_records(world) == []  # nothing done, nothing to audit
     for runner in world.runners.values():
         assert lock_commands(runner) == []  # a dry run takes no lock
 

@@ -24,6 +24,8 @@ LAYER = {
     "provision": 5,
     "backup": 5,
     "oncall": 5,
+    "swarm": 5,
+    "notify": 6,  # reports what the capabilities did; only the task layer hands it their results
     "lab": 6,
     "pipeline": 6,
     "tasks": 7,

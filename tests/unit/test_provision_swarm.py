@@ -394,3 +394,32 @@ def test_a_swarm_lab_env_names_one_manager_and_workers_and_loads(tmp_path: Path)
     assert [spec.roles for spec in env.hosts] == [("manager",), ("worker",), ("worker",)]
     plain = LabSpec("sb", checkout=tmp_path, hosts=2)
     assert "ORCHESTRATOR" not in _env_text(plain, tmp_path / "k") and "/manager" not in _env_text(plain, tmp_path / "k")
+
+
+def test_a_join_that_fails_fails_that_host_with_the_reason_and_no_token(tmp_path: Path) -> None:
+    env = swarm_env(tmp_path)
+    outputs = {h: node_output(routes=f"10.0.0.9 dev ens4 src {h}") for h in (MANAGER, WORKER1, WORKER2)}
+    log: dict[str, list[tuple[str, str]]] = {}
+
+    def factory(spec: HostSpec) -> SwarmRunner:
+        runner = SwarmRunner(spec, outputs[spec.address], log.setdefault(spec.address, []))
+        if spec.address == WORKER1:
+            plain = runner.run
+
+            def run(command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
+                if "swarm join" in command:
+                    plain(command, timeout=timeout, stdin=stdin)
+                    return CommandResult(command, 1, "", "Error response from daemon: Timeout was reached")
+                return plain(command, timeout=timeout, stdin=stdin)
+
+            runner.run = run  # type: ignore[method-assign]
+        return runner
+
+    reports = [HostProvisionReport(spec.name) for spec in env.hosts]
+    form_swarm(env, ProvisionSettings.from_env(env), reports, RecordingReporter(), runner_factory=factory)
+    assert reports[0].ok and not reports[1].ok
+    assert reports[1].failed_step == "swarm" and reports[1].error is not None
+    line = reports[1].error.one_line()
+    assert "Timeout was reached" in line and TOKEN not in line
+    # The other worker still joined.
+    assert reports[2].ok and "join as worker" in reports[2].events[-1].detail

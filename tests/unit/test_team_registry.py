@@ -20,6 +20,7 @@ from ops.images import ReleaseImages, delivery_for
 from ops.images.local_registry import RegistryError
 from ops.images.registry import RegistryImages
 from ops.images.team_registry import LOGIN_FAILED, PULL_FAILED, TeamRegistry, describe_fault
+from ops.stack.compose import render_env
 from ops.transport import CommandResult, Host
 from tests.fakes import FakeRunner
 
@@ -109,6 +110,10 @@ def test_registry_set_makes_the_registry_source_go_through_the_team_registry(tmp
     assert registry.repository("demo", "web") == "team/demo/web"
     assert registry.secrets_file == "env/prod.secrets.env"
     assert PASSWORD not in repr(registry)
+    # The password is opskit's, not the stack's: it is not written into the release's .env.
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    assert PASSWORD not in render_env(env, "v1", stack) and "REGISTRY_PASSWORD" not in render_env(env, "v1", stack)
 
 
 # ---------------------------------------------------------------- this machine

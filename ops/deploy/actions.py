@@ -15,7 +15,7 @@ from ops.console import Reporter
 from ops.deploy.compose import ComposeOrchestrator
 from ops.deploy.orchestrator import ClusterOrchestrator, Orchestrator
 from ops.deploy.prepare import prepare
-from ops.deploy.rollout import DeployResult, roll_out, roll_out_cluster
+from ops.deploy.rollout import ClusterWork, DeployResult, in_batches, roll_out_cluster
 from ops.deploy.swarm import SwarmOrchestrator
 from ops.errors import DeployError
 from ops.images import ImageDelivery, delivery_for
@@ -68,36 +68,26 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
                 prepared = prepare(env, reporter, options.version, build=not options.dry_run, delivery=delivery)
             finally:
                 opening.result()
-        reason = options.reason or f"deploy {options.version}"
+        if options.dry_run:
+            if isinstance(orchestrator, ClusterOrchestrator):
+                result.hosts = orchestrator.plan_cluster(fleet.hosts, prepared)
+            else:
+                result.hosts = [orchestrator.plan_host(host, prepared) for host in fleet.hosts]
+            return result
         if isinstance(orchestrator, ClusterOrchestrator):
             cluster = orchestrator
-            if options.dry_run:
-                result.hosts = cluster.plan_cluster(fleet.hosts, prepared)
-                return result
-            result.hosts = roll_out_cluster(
-                env,
-                fleet,
-                lambda hosts: cluster.deploy_cluster(hosts, prepared),
-                reporter,
-                action="deploy",
-                version=options.version,
-                reason=reason,
-                lock_wait=options.lock_wait,
-            )
-            result.seconds = time.monotonic() - started
-            return result
-        if options.dry_run:
-            result.hosts = [orchestrator.plan_host(host, prepared) for host in fleet.hosts]
-            return result
-        result.hosts = roll_out(
+            work: ClusterWork = lambda hosts: cluster.deploy_cluster(hosts, prepared)  # noqa: E731
+        else:
+            per_host = orchestrator
+            work = in_batches(env, fleet, options.batch, lambda host: per_host.deploy_host(host, prepared), reporter)
+        result.hosts = roll_out_cluster(
             env,
             fleet,
-            lambda host: orchestrator.deploy_host(host, prepared),
+            work,
             reporter,
             action="deploy",
             version=options.version,
-            reason=reason,
-            batch=options.batch,
+            reason=options.reason or f"deploy {options.version}",
             lock_wait=options.lock_wait,
         )
     result.seconds = time.monotonic() - started
@@ -112,31 +102,22 @@ def rollback(
     result = DeployResult("rollback", env.name, to or "previous")
     orchestrator = orchestrator_for(env, reporter)
     _whole_cluster(orchestrator, hosts)
-    reason = f"rollback to {to or 'previous'}"
     with Fleet.connect(env, only=hosts) as fleet:
         if isinstance(orchestrator, ClusterOrchestrator):
             cluster = orchestrator
-            result.hosts = roll_out_cluster(
-                env,
-                fleet,
-                lambda all_hosts: cluster.rollback_cluster(all_hosts, to),
-                reporter,
-                action="rollback",
-                version=to or "previous",
-                reason=reason,
-                lock_wait=lock_wait,
-            )
+            work: ClusterWork = lambda all_hosts: cluster.rollback_cluster(all_hosts, to)  # noqa: E731
         else:
             per_host = orchestrator
-            result.hosts = roll_out(
-                env,
-                fleet,
-                lambda host: per_host.rollback_host(host, to),
-                reporter,
-                action="rollback",
-                version=to or "previous",
-                reason=reason,
-                lock_wait=lock_wait,
-            )
+            work = in_batches(env, fleet, 0, lambda host: per_host.rollback_host(host, to), reporter)
+        result.hosts = roll_out_cluster(
+            env,
+            fleet,
+            work,
+            reporter,
+            action="rollback",
+            version=to or "previous",
+            reason=f"rollback to {to or 'previous'}",
+            lock_wait=lock_wait,
+        )
     result.seconds = time.monotonic() - started
     return result

@@ -41,6 +41,9 @@ class DeployResult:
         }
 
 
+ClusterWork = Callable[[list[Host]], list[HostDeployReport]]
+
+
 def roll_out(
     env: Environment,
     fleet: Fleet,
@@ -58,7 +61,7 @@ def roll_out(
     return roll_out_cluster(
         env,
         fleet,
-        lambda hosts: run_batches(env, fleet, batch, work, reporter),
+        in_batches(env, fleet, batch, work, reporter),
         reporter,
         action=action,
         version=version,
@@ -67,10 +70,17 @@ def roll_out(
     )
 
 
+def in_batches(
+    env: Environment, fleet: Fleet, batch: int, work: Callable[[Host], HostDeployReport], reporter: Reporter
+) -> ClusterWork:
+    """Per-host work as work on all hosts: batch by batch (see run_batches)."""
+    return lambda hosts: run_batches(env, fleet, batch, work, reporter)
+
+
 def roll_out_cluster(
     env: Environment,
     fleet: Fleet,
-    work: Callable[[list[Host]], list[HostDeployReport]],
+    work: ClusterWork,
     reporter: Reporter,
     *,
     action: str,

@@ -138,7 +138,16 @@ def start_node(lab: Lab, manager: Host, index: int) -> None:
     from ops.console import RecordingReporter
     from ops.provision import provision
 
-    docker.from_env(version="auto").containers.get(lab.spec.container(index)).start()
+    container = docker.from_env(version="auto").containers.get(lab.spec.container(index))
+    deadline = time.monotonic() + 30
+    while True:  # the killed container's port forwarders may hold its ports for a moment
+        try:
+            container.start()
+            break
+        except docker.errors.APIError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
     result = provision(lab.env, RecordingReporter())
     assert result.ok, [(report.failed_step, str(report.error)) for report in result.failed]
     deadline = time.monotonic() + 60

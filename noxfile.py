@@ -103,7 +103,9 @@ def build(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Integration tests against the local lab: real sshd, real Docker, real Compose."""
-    session.run("pytest", "tests/integration", "-m", "integration", "-q", "--durations=15", "--timeout=900", *session.posargs)
+    session.run(
+        "pytest", "tests/integration", "-m", "integration", "-q", "--durations=15", "--timeout=900", *session.posargs
+    )
 
 
 @nox.session

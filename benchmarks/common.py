@@ -20,13 +20,15 @@ from ops.console import RecordingReporter  # noqa: E402
 from ops.lab import LabSpec, lab_up  # noqa: E402
 
 
-def bench_lab(name: str, hosts: int, *, provisioned: bool = True, deployed: bool = True) -> tuple[LabSpec, Environment]:
+def bench_lab(
+    name: str, hosts: int, *, provisioned: bool = True, deployed: bool = True, swarm: bool = False
+) -> tuple[LabSpec, Environment]:
     from ops.deploy import DeployOptions, deploy
     from ops.deploy.releases import ReleaseStore
     from ops.provision import provision
     from ops.transport import Fleet
 
-    spec = LabSpec(name, checkout=REPO, hosts=hosts, env_root=REPO / ".lab" / name)
+    spec = LabSpec(name, checkout=REPO, hosts=hosts, env_root=REPO / ".lab" / name, swarm=swarm)
     print(f"lab {name}: {hosts} hosts ...", flush=True)
     lab_up(spec, RecordingReporter())
     env = load_environment(name, spec.env_root or REPO, os.environ)

@@ -393,7 +393,8 @@ def update_lab_env(spec: LabSpec, identity: Path) -> tuple[str, ...]:
         if edit.text != current:  # atomically, with the file's own mode
             _write_if_changed(spec.env_file, edit.text, mode=spec.env_file.stat().st_mode & 0o777)
         return edit.changed
-    stack = spec.checkout / "stacks" / "demo"
+    # A swarm lab runs the demo's swarm variant (no IPVS in the lab: see stacks/demo-swarm).
+    stack = spec.checkout / "stacks" / ("demo-swarm" if spec.swarm else "demo")
     if stack.is_dir():
         values |= {"STACK_DIR": _shown(spec, stack), "PROJECT": "demo"}
     _write_if_changed(spec.env_file, _env_header(spec) + "".join(f"{key}={value}\n" for key, value in values.items()))

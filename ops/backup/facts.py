@@ -1,6 +1,8 @@
 """What a host has for a backup: the project's named volumes (with the database markers found in
 them) and the containers that mount them, read from `docker volume inspect`, one short listing
-script over the mountpoints and `docker inspect`. Reads only; never changes a host."""
+script over the mountpoints and `docker inspect`. A compose project's, or a swarm stack's: a
+stack's volume counts on the node whose running task mounts it (a node the task left keeps a stale
+copy). Reads only; never changes a host."""
 
 from __future__ import annotations
 
@@ -10,17 +12,38 @@ import shlex
 
 from ops.backup.commands import as_root
 from ops.backup.model import ContainerFact, VolumeFact
-from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL
+from ops.host.labels import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    STACK_LABEL,
+    SWARM_SERVICE_LABEL,
+    VOLUME_LABEL,
+)
 from ops.transport import Host
 
 
-def parse_volumes(inspect_json: str) -> list[VolumeFact]:
+def _key(item: dict[str, object], labels: dict[str, str], project: str) -> str:
+    """A volume's name in the compose file: compose labels it; a stack's is <project>_<name>."""
+    name = str(item["Name"])
+    if labels.get(VOLUME_LABEL):
+        return labels[VOLUME_LABEL]
+    return name.removeprefix(f"{project}_") if labels.get(STACK_LABEL) == project and project else name
+
+
+def parse_volumes(inspect_json: str, project: str = "") -> list[VolumeFact]:
     """`docker volume inspect ...` output -> facts."""
     items = json.loads(inspect_json or "[]") or []
     return [
-        VolumeFact(item["Name"], (item.get("Labels") or {}).get(VOLUME_LABEL) or item["Name"], item["Mountpoint"])
-        for item in items
+        VolumeFact(item["Name"], _key(item, item.get("Labels") or {}, project), item["Mountpoint"]) for item in items
     ]
+
+
+def _service(labels: dict[str, str]) -> str:
+    """A container's service: compose labels it; a swarm task carries <stack>_<service>."""
+    if labels.get(SERVICE_LABEL):
+        return labels[SERVICE_LABEL]
+    stack = labels.get(STACK_LABEL, "")
+    return labels.get(SWARM_SERVICE_LABEL, "").removeprefix(f"{stack}_") if stack else ""
 
 
 def parse_containers(inspect_json: str) -> list[ContainerFact]:
@@ -34,7 +57,7 @@ def parse_containers(inspect_json: str) -> list[ContainerFact]:
             ContainerFact(
                 id=item["Id"][:12],
                 name=item.get("Name", "").lstrip("/"),
-                service=labels.get(SERVICE_LABEL, ""),
+                service=_service(labels),
                 image=config.get("Image", ""),
                 running=bool((item.get("State") or {}).get("Running")),
                 labels=dict(labels),
@@ -90,15 +113,21 @@ def with_contents(volumes: list[VolumeFact], output: str) -> list[VolumeFact]:
 
 
 def read_volume_facts(host: Host, project: str) -> tuple[list[VolumeFact], list[ContainerFact]]:
-    """The project's volumes and containers on the host (found by the compose project label)."""
-    label = shlex.quote(f"label={PROJECT_LABEL}={project}")
-    names = host.run(f"docker volume ls -q --filter {label}").stdout.split()
-    volumes = (
-        parse_volumes(host.run(f"docker volume inspect {' '.join(map(shlex.quote, names))}").stdout) if names else []
-    )
+    """The project's volumes and containers on the host (by the compose project's label or the swarm
+    stack's); a stack's volume only where a running task of the stack mounts it."""
+    filters = [shlex.quote(f"label={label}={project}") for label in (PROJECT_LABEL, STACK_LABEL)]
+    ids = sorted(set(host.run("; ".join(f"docker ps -aq --filter {f}" for f in filters)).stdout.split()))
+    containers = parse_containers(host.run(f"docker inspect {' '.join(ids)}").stdout) if ids else []
+    names = sorted(set(host.run("; ".join(f"docker volume ls -q --filter {f}" for f in filters)).stdout.split()))
+    inspected = host.run(f"docker volume inspect {' '.join(map(shlex.quote, names))}").stdout if names else "[]"
+    mounted = {name for c in containers if c.running for name in c.mounts}
+    stale = {
+        str(item["Name"])
+        for item in json.loads(inspected or "[]") or []
+        if (item.get("Labels") or {}).get(STACK_LABEL) and item["Name"] not in mounted
+    }
+    volumes = [v for v in parse_volumes(inspected, project) if v.name not in stale]
     if volumes:
         listing = host.run(as_root(contents_script([v.mountpoint for v in volumes]), host.spec.user), check=False)
         volumes = with_contents(volumes, listing.stdout)
-    ids = host.run(f"docker ps -aq --filter {label}").stdout.split()
-    containers = parse_containers(host.run(f"docker inspect {' '.join(ids)}").stdout) if ids else []
     return volumes, containers

@@ -18,6 +18,7 @@ from ops.backup.recipes import recipe_named
 from ops.backup.recipes.files import restore_command
 from ops.backup.recipes.postgres import psql_restore_command
 from ops.backup.stores import ArchiveStore, snapshot_store
+from ops.backup.swarm_tasks import scaled_down, swarm_services
 from ops.config import Environment
 from ops.console import CHANGED, FAILED, OK, Reporter
 from ops.deploy.health import gate_error, project_health
@@ -81,16 +82,23 @@ def restore(
     records_on = by_host(records)
     timeout = env.deploy.health_timeout
 
+    # A swarm's tasks are scaled down and up through its first manager.
+    manager_spec = next((spec for spec in env.hosts if spec.manager), None) if env.orchestrator.swarm else None
+    managers = Fleet.connect(env, only=[manager_spec.name]) if manager_spec else Fleet([])
+    manager = managers.hosts[0] if managers.hosts else None
+
     def one(target: Host) -> list[str]:
         done = []
         for record in records_on[target.name]:
-            restore_volume(target, env, snapshot, store, record, reporter)
+            restore_volume(target, env, snapshot, store, record, reporter, stack_target(target, env.project, manager))
             done.append(f"{target.name} {record.volume}")
-        gate_project(target, env.project, timeout)
+        if manager is None:  # a swarm's services were gated as they were scaled back
+            gate_project(target, env.project, timeout)
         reporter.step(target.name, "health gate", OK, "every service healthy")
         return done
 
     with (
+        managers,
         Fleet.connect(env, only=sorted(records_on)) as fleet,
         held(fleet, env.project, f"restore {snapshot.id}", reporter),
     ):
@@ -113,12 +121,13 @@ class RestoreTarget:
     project: str
     volume_names: Mapping[str, str] = field(default_factory=dict)
     start: Callable[[list[str]], None] | None = None
+    manager: Host | None = None  # a swarm's manager: the stack's tasks are scaled through it
 
     def volume_name(self, record: ArchiveRecord) -> str:
         return self.volume_names.get(record.volume, record.volume_name)
 
 
-def stack_target(host: Host, project: str) -> RestoreTarget:
+def stack_target(host: Host, project: str, manager: Host | None = None) -> RestoreTarget:
     """The running stack: its own volumes, missing services started from its current release."""
 
     def start(services: list[str]) -> None:
@@ -133,7 +142,7 @@ def stack_target(host: Host, project: str) -> RestoreTarget:
                 timeout=600,
             )
 
-    return RestoreTarget(project, start=start)
+    return RestoreTarget(project, start=start, manager=manager)
 
 
 @dataclass
@@ -149,6 +158,7 @@ class VolumeRestore:
     volumes: list[VolumeFact]
     users: list[ContainerFact]
     services: list[str]
+    timeout: float = 300.0  # for a swarm's tasks to stop and come back
 
     def feed(self, command: str) -> None:
         self.store.feed(self.host, command, self.snapshot, self.record, self.reporter, "restore")
@@ -156,18 +166,17 @@ class VolumeRestore:
     def into_volume(self, command: Callable[[str], str]) -> None:
         host, target, record, reporter = self.host, self.target, self.record, self.reporter
         volume_name = target.volume_name(record)
+        tasks = swarm_services(self.users) if target.manager else []
+        if tasks and target.manager:
+            with scaled_down(target.manager, host, target.project, tasks, reporter, self.timeout):
+                self._replace(volume_name, command)
+            return
         running = [c.name for c in self.users if c.running]
         if running:
             host.run(f"docker stop {' '.join(map(shlex.quote, running))} >/dev/null", timeout=300)
             reporter.step(host.name, "stop", CHANGED, ", ".join(running))
-        existing = {v.name: v for v in self.volumes}
-        if volume_name not in existing:
-            labels = f"--label {PROJECT_LABEL}={shlex.quote(target.project)} --label {VOLUME_LABEL}={shlex.quote(record.volume)}"
-            host.run(f"docker volume create {labels} {shlex.quote(volume_name)} >/dev/null")
-            reporter.step(host.name, "volume", CHANGED, f"created {volume_name}")
-        mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(volume_name)}").stdout
         try:
-            self.feed(command(mountpoint.strip()))
+            self._replace(volume_name, command)
         finally:
             # Services come back whether or not the archive went in: a failed restore must not leave them down.
             if running:
@@ -175,6 +184,16 @@ class VolumeRestore:
             missing = sorted(set(self.services) - {c.service for c in self.users})
             if missing and target.start is not None:
                 target.start(missing)
+
+    def _replace(self, volume_name: str, command: Callable[[str], str]) -> None:
+        host, target, record, reporter = self.host, self.target, self.record, self.reporter
+        existing = {v.name: v for v in self.volumes}
+        if volume_name not in existing:
+            labels = f"--label {PROJECT_LABEL}={shlex.quote(target.project)} --label {VOLUME_LABEL}={shlex.quote(record.volume)}"
+            host.run(f"docker volume create {labels} {shlex.quote(volume_name)} >/dev/null")
+            reporter.step(host.name, "volume", CHANGED, f"created {volume_name}")
+        mountpoint = host.run(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(volume_name)}").stdout
+        self.feed(command(mountpoint.strip()))
 
 
 def restore_volume(
@@ -199,7 +218,9 @@ def restore_volume(
             where=f"{host.name}:{snapshot.host_dir}/{snapshot.id}",
             hint="inv backup.verify",
         )
-    job = VolumeRestore(host, target, snapshot, store, record, reporter, volumes, users, services)
+    job = VolumeRestore(
+        host, target, snapshot, store, record, reporter, volumes, users, services, env.deploy.health_timeout
+    )
     reporter.step(host.name, "restore", CHANGED, recipe_named(record.recipe).restore(job))
 
 

@@ -290,7 +290,8 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
         chosen = select_volumes(volumes, include, exclude)
         if options.volumes:
             missing = sorted(set(options.volumes) - {v.key for v in chosen} - {v.name for v in chosen})
-            if missing and not chosen:
+            # A swarm stack's volume is on the one node that runs its task: elsewhere is nothing to do.
+            if missing and not chosen and not env.orchestrator.swarm:
                 raise BackupError(
                     f"no volume {', '.join(missing)} of project {env.project}",
                     where=host.name,
@@ -352,6 +353,10 @@ def backup_all(env: Environment, reporter: Reporter, options: BackupOptions | No
                     errors.append(item.error.one_line())
                     reporter.step(item.host, "backup", FAILED, item.error.line_for(item.host))
                 snapshot.archives.extend(item.value or [])
+            found = {record.volume for record in snapshot.archives} | {r.volume_name for r in snapshot.archives}
+            lacking = sorted(set(options.volumes or ()) - found)
+            if lacking and env.orchestrator.swarm and not errors and not refused:
+                errors.append(f"no node runs a task with volume {', '.join(lacking)} of stack {env.project}")
             if not snapshot.archives and refused:
                 errors.extend(refused)
             elif not errors and not snapshot.archives:

@@ -1,6 +1,6 @@
 """Deploy and rollback of an environment's stack: choose the orchestrator, prepare the release on
-this machine, roll it out over the fleet. The orchestrators by name live here (compose today;
-swarm joins as one module plus one line). No host work of its own.
+this machine, roll it out over the fleet. The orchestrators by name live here (compose: per host;
+swarm: the whole cluster at once). No host work of its own.
 """
 
 from __future__ import annotations
@@ -13,21 +13,32 @@ from dataclasses import dataclass
 from ops.config import Environment
 from ops.console import Reporter
 from ops.deploy.compose import ComposeOrchestrator
-from ops.deploy.orchestrator import Orchestrator
+from ops.deploy.orchestrator import ClusterOrchestrator, Orchestrator
 from ops.deploy.prepare import prepare
-from ops.deploy.rollout import DeployResult, roll_out
+from ops.deploy.rollout import ClusterWork, DeployResult, in_batches, roll_out_cluster
+from ops.deploy.swarm import SwarmOrchestrator
+from ops.errors import DeployError
 from ops.images import ImageDelivery, delivery_for
 from ops.transport import Fleet
 
-ORCHESTRATORS: dict[str, Callable[[Environment, Reporter, ImageDelivery], Orchestrator]] = {
+AnyOrchestrator = Orchestrator | ClusterOrchestrator
+ORCHESTRATORS: dict[str, Callable[[Environment, Reporter, ImageDelivery], AnyOrchestrator]] = {
     "compose": lambda env, reporter, delivery: ComposeOrchestrator(env, reporter, delivery=delivery),
+    "swarm": lambda env, reporter, delivery: SwarmOrchestrator(env, reporter, delivery=delivery),
 }
-DEFAULT_ORCHESTRATOR = "compose"  # until an ORCHESTRATOR setting chooses (swarm)
 
 
-def orchestrator_for(env: Environment, reporter: Reporter, delivery: ImageDelivery | None = None) -> Orchestrator:
-    """The environment's orchestrator, bringing images with delivery (default: IMAGE_SOURCE's)."""
-    return ORCHESTRATORS[DEFAULT_ORCHESTRATOR](env, reporter, delivery or delivery_for(env))
+def orchestrator_for(env: Environment, reporter: Reporter, delivery: ImageDelivery | None = None) -> AnyOrchestrator:
+    """The environment's orchestrator (ORCHESTRATOR), bringing images with delivery (default: IMAGE_SOURCE's)."""
+    return ORCHESTRATORS[env.orchestrator.orchestrator](env, reporter, delivery or delivery_for(env))
+
+
+def _whole_cluster(orchestrator: AnyOrchestrator, hosts: list[str] | None) -> None:
+    if isinstance(orchestrator, ClusterOrchestrator) and hosts:
+        raise DeployError(
+            "a swarm deploys to all of its nodes at once: --host does not apply",
+            hint="leave out --host; drain a node with inv swarm.drain to keep work off it",
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
     # One delivery for the whole deploy: what prepare pushed is not pushed again for the hosts.
     delivery = delivery_for(env)
     orchestrator = orchestrator_for(env, reporter, delivery)
+    _whole_cluster(orchestrator, options.hosts)
     with Fleet.connect(env, only=options.hosts) as fleet:
         # The SSH handshakes run while the stack is checked (and built) here; no host changes
         # before the stack passed.
@@ -57,17 +69,25 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
             finally:
                 opening.result()
         if options.dry_run:
-            result.hosts = [orchestrator.plan_host(host, prepared) for host in fleet.hosts]
+            if isinstance(orchestrator, ClusterOrchestrator):
+                result.hosts = orchestrator.plan_cluster(fleet.hosts, prepared)
+            else:
+                result.hosts = [orchestrator.plan_host(host, prepared) for host in fleet.hosts]
             return result
-        result.hosts = roll_out(
+        if isinstance(orchestrator, ClusterOrchestrator):
+            cluster = orchestrator
+            work: ClusterWork = lambda hosts: cluster.deploy_cluster(hosts, prepared)  # noqa: E731
+        else:
+            per_host = orchestrator
+            work = in_batches(env, fleet, options.batch, lambda host: per_host.deploy_host(host, prepared), reporter)
+        result.hosts = roll_out_cluster(
             env,
             fleet,
-            lambda host: orchestrator.deploy_host(host, prepared),
+            work,
             reporter,
             action="deploy",
             version=options.version,
             reason=options.reason or f"deploy {options.version}",
-            batch=options.batch,
             lock_wait=options.lock_wait,
         )
     result.seconds = time.monotonic() - started
@@ -81,11 +101,18 @@ def rollback(
     started = time.monotonic()
     result = DeployResult("rollback", env.name, to or "previous")
     orchestrator = orchestrator_for(env, reporter)
+    _whole_cluster(orchestrator, hosts)
     with Fleet.connect(env, only=hosts) as fleet:
-        result.hosts = roll_out(
+        if isinstance(orchestrator, ClusterOrchestrator):
+            cluster = orchestrator
+            work: ClusterWork = lambda all_hosts: cluster.rollback_cluster(all_hosts, to)  # noqa: E731
+        else:
+            per_host = orchestrator
+            work = in_batches(env, fleet, 0, lambda host: per_host.rollback_host(host, to), reporter, "rollback")
+        result.hosts = roll_out_cluster(
             env,
             fleet,
-            lambda host: orchestrator.rollback_host(host, to),
+            work,
             reporter,
             action="rollback",
             version=to or "previous",

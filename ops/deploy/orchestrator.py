@@ -1,12 +1,13 @@
-"""What deploy and rollback ask of an orchestrator on one host (compose today; swarm joins as one
-module implementing the same protocol), and the per-host report it answers with. Nothing here
-knows how an orchestrator works or touches a host.
+"""What deploy and rollback ask of an orchestrator: per host (compose: every host runs its own copy)
+or of the whole cluster at once (swarm: pulled on every node, deployed once through a manager), and
+the per-host report either answers with. Nothing here knows how an orchestrator works or touches a
+host.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ops.deploy.health import ServiceHealth
 from ops.deploy.prepare import Prepared
@@ -61,4 +62,27 @@ class Orchestrator(Protocol):
 
     def current(self, host: Host) -> Release | None:
         """The host's current release, or None before the first deploy."""
+        ...
+
+
+@runtime_checkable
+class ClusterOrchestrator(Protocol):
+    """Runs releases on all hosts as one cluster. The rollout holds every host's deploy lock and
+    records one audit line per report; batches do not apply (the cluster's update settings do)."""
+
+    def deploy_cluster(self, hosts: list[Host], prepared: Prepared) -> list[HostDeployReport]:
+        """Make the prepared release the cluster's current one, gated on health; a release that
+        fails puts the whole cluster back on its previous release before the reports say so."""
+        ...
+
+    def plan_cluster(self, hosts: list[Host], prepared: Prepared) -> list[HostDeployReport]:
+        """What deploy_cluster would do (dry run): reads the hosts, changes nothing."""
+        ...
+
+    def rollback_cluster(self, hosts: list[Host], to: str | None) -> list[HostDeployReport]:
+        """Go back to the release before the current one, or the one `to` names."""
+        ...
+
+    def current(self, host: Host) -> Release | None:
+        """The current release as this host records it (None where it records none)."""
         ...

@@ -41,6 +41,9 @@ class DeployResult:
         }
 
 
+ClusterWork = Callable[[list[Host]], list[HostDeployReport]]
+
+
 def roll_out(
     env: Environment,
     fleet: Fleet,
@@ -55,8 +58,45 @@ def roll_out(
 ) -> list[HostDeployReport]:
     """work on every host of the fleet, batch by batch, holding the deploy lock of all of them;
     then one audit line per host's report."""
+    return roll_out_cluster(
+        env,
+        fleet,
+        in_batches(env, fleet, batch, work, reporter, action),
+        reporter,
+        action=action,
+        version=version,
+        reason=reason,
+        lock_wait=lock_wait,
+    )
+
+
+def in_batches(
+    env: Environment,
+    fleet: Fleet,
+    batch: int,
+    work: Callable[[Host], HostDeployReport],
+    reporter: Reporter,
+    action: str = "deploy",
+) -> ClusterWork:
+    """Per-host work as work on all hosts: batch by batch (see run_batches)."""
+    return lambda hosts: run_batches(env, fleet, batch, work, reporter, action)
+
+
+def roll_out_cluster(
+    env: Environment,
+    fleet: Fleet,
+    work: ClusterWork,
+    reporter: Reporter,
+    *,
+    action: str,
+    version: str,
+    reason: str,
+    lock_wait: float = 0,
+) -> list[HostDeployReport]:
+    """work on all hosts of the fleet at once (a cluster), holding the deploy lock of every one of
+    them; then one audit line per host's report."""
     with held(fleet, env.project, reason, reporter, wait=lock_wait):
-        reports = run_batches(env, fleet, batch, work, reporter, action)
+        reports = work(fleet.hosts)
         record_audit(env, action, version, reports, fleet.hosts)
     return reports
 

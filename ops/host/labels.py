@@ -7,6 +7,9 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 VOLUME_LABEL = "com.docker.compose.volume"
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+# A swarm's: `docker stack deploy` labels services, tasks and volumes with their stack.
+STACK_LABEL = "com.docker.stack.namespace"
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # on a task's container: <stack>_<service>
 
 # opskit's own, set in a stack's compose file.
 SWAP_LABEL = "opskit.swap"  # this service is swapped blue-green on deploy

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ops.config import OPERATOR_SECRETS, Environment
 from ops.errors import StackError
@@ -50,6 +51,7 @@ class Stack:
     directory: Path
     compose_files: tuple[str, ...]
     services: Mapping[str, Service]
+    config: Mapping[str, Any] = field(default_factory=dict)  # `docker compose config`'s JSON, as resolved
 
     def service(self, name: str) -> Service:
         if name not in self.services:
@@ -135,7 +137,7 @@ def load_stack(directory: Path, compose_bin: Path, rendered_env: Path) -> Stack:
         )
     if not services:
         raise StackError("the compose file defines no services", where=str(directory / files[0]))
-    return Stack(directory, files, services)
+    return Stack(directory, files, services, config)
 
 
 def duration_seconds(text: str) -> float:

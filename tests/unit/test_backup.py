@@ -24,12 +24,16 @@ from ops.backup import (
     parse_containers,
     parse_volumes,
     plan_volume,
+    read_volume_facts,
     retention,
     select_volumes,
     tar_command,
 )
+from ops.config import HostSpec
 from ops.errors import BackupError
+from ops.transport import Host
 from tests.cli import opskit as run_cli
+from tests.fakes import FakeRunner
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_VOLUME = VolumeFact("demo_redis-data", "redis-data", "/var/lib/docker/volumes/demo_redis-data/_data")
@@ -538,3 +542,32 @@ def test_host_target_progress_follows_the_archive_as_it_grows_on_the_host() -> N
         while len(steps) < 3:
             time.sleep(0.01)
     assert steps[:3] == [1000, 4000, 4000] and reported[0] == sum(steps)
+
+
+def test_a_swarm_stacks_volume_counts_on_the_node_whose_running_task_mounts_it() -> None:
+    stack = {"com.docker.stack.namespace": "demo"}
+    volumes = [
+        {"Name": "demo_alertmanager-data", "Mountpoint": "/v/a", "Labels": stack},
+        {"Name": "demo_redis-data", "Mountpoint": "/v/r", "Labels": stack},  # a task that left this node
+    ]
+    task = {
+        "Id": "0123456789abcdef",
+        "Name": "/demo_alertmanager.1.x",
+        "Config": {
+            "Image": "127.0.0.1:5000/demo/alertmanager@sha256:ab",
+            "Labels": {**stack, "com.docker.swarm.service.name": "demo_alertmanager"},
+        },
+        "State": {"Running": True},
+        "Mounts": [{"Type": "volume", "Name": "demo_alertmanager-data", "Destination": "/alertmanager"}],
+    }
+    runner = FakeRunner(
+        {
+            "docker volume ls": (0, "demo_alertmanager-data\ndemo_redis-data\n"),
+            "docker volume inspect": (0, json.dumps(volumes)),
+            "docker ps -aq": (0, "0123456789ab\n"),
+            "docker inspect": (0, json.dumps([task])),
+        }
+    )
+    found, containers = read_volume_facts(Host(HostSpec("worker1"), runner), "demo")
+    assert [(v.name, v.key) for v in found] == [("demo_alertmanager-data", "alertmanager-data")]
+    assert [(c.service, c.running) for c in containers] == [("alertmanager", True)]

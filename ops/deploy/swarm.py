@@ -1,0 +1,339 @@
+"""The swarm orchestrator: a release deployed once to a Docker Swarm through a manager, its images
+pulled by digest on every node first.
+
+Order: the stack file is checked (nothing changes when a key is refused); every node pulls the
+release's images by digest (a node without an image would reject its task, moby#31169); the release
+directory with its stack file is written on every manager; the first manager runs `docker stack
+deploy` and the swarm gate (ops.deploy.swarm_gate); a failed gate puts the WHOLE stack back on the
+previous release's stack file (a swarm rolls back per service only, docker/cli#595). `current`
+switches on the managers once the gate passed. Never takes the lock (the rollout holds it on every
+node) and never touches volumes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ops.config import Environment
+from ops.console import CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Reporter
+from ops.deploy.health import ServiceHealth
+from ops.deploy.orchestrator import HostDeployReport
+from ops.deploy.prepare import Prepared
+from ops.deploy.releases import Release, ReleaseStore, new_release_id, prune, rollback_target
+from ops.deploy.stackfile import STACK_FILE, StackFile, stack_file
+from ops.deploy.swarm_gate import SwarmService, read_stack, task_ids, wait_converged
+from ops.errors import DeployError, HealthGateError, HostError, OpsError
+from ops.host.lock import operator
+from ops.images import Delivered, ImageDelivery, delivery_for, host_image_ids
+from ops.stack.compose import duration_seconds
+from ops.transport import Fleet, Host
+
+STACK_DEPLOY = "docker stack deploy --prune --resolve-image never -c {file} {stack}"
+
+
+def managers(hosts: list[Host]) -> list[Host]:
+    """The swarm's managers among hosts (role `manager`); DeployError when there is none."""
+    found = [host for host in hosts if host.spec.manager]
+    if not found:
+        raise DeployError("no host has the manager role", hint="mark one (or 3) with /manager in HOSTS")
+    return found
+
+
+def gate_timeout(env: Environment, spec: dict[str, object]) -> float:
+    """HEALTH_TIMEOUT (or a start_period's need) plus the longest update monitor of the stack file."""
+    services = dict(spec.get("services") or {})  # type: ignore[call-overload]
+    monitors = [
+        duration_seconds(str(((s.get("deploy") or {}).get("update_config") or {}).get("monitor") or "5s"))
+        for s in services.values()
+    ]
+    starts = [
+        duration_seconds(str((s.get("healthcheck") or {}).get("start_period") or "0s")) for s in services.values()
+    ]
+    return max(env.deploy.health_timeout, max(starts, default=0) + 30) + max(monitors, default=5)
+
+
+def _stack_archive(stack: StackFile) -> bytes:
+    """The stack file and the secret files beside it, mode 0600 (the stack file holds the .env's values)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in {STACK_FILE: stack.text.encode(), **stack.files}.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def env_values(env_text: str) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {key: value or "" for key, value in dotenv_values(stream=io.StringIO(env_text)).items()}
+
+
+class SwarmOrchestrator:
+    """Releases of one stack on a Docker Swarm (implements ops.deploy.orchestrator.ClusterOrchestrator)."""
+
+    def __init__(
+        self,
+        env: Environment,
+        reporter: Reporter,
+        *,
+        delivery: ImageDelivery | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.env = env
+        self.reporter = reporter
+        self.delivery = delivery or delivery_for(env)
+        self.clock = clock
+        self.sleep = sleep
+        self.now = now
+
+    def current(self, host: Host) -> Release | None:
+        return ReleaseStore(host, self.env.project).current()
+
+    def _check(self, prepared: Prepared, images: dict[str, str]) -> StackFile:
+        if self.delivery.name != "registry":
+            raise DeployError(
+                f"a swarm pulls its images from a registry, not by IMAGE_SOURCE={self.delivery.name}",
+                hint="set IMAGE_SOURCE=registry (this checkout's registry, or REGISTRY for a team one)",
+            )
+        stack = prepared.stack
+        return stack_file(
+            stack.config,
+            images,
+            project=self.env.project,
+            stack_dir=stack.directory,
+            env_values=env_values(prepared.env_text),
+        )
+
+    def plan_cluster(self, hosts: list[Host], prepared: Prepared) -> list[HostDeployReport]:
+        leader = managers(hosts)[0]
+        self._check(prepared, dict(prepared.refs))
+        reports = []
+        for host in hosts:
+            present = host_image_ids(host, prepared.refs)
+            wanted = sorted(service for service in prepared.refs if service not in present)
+            self.reporter.step(
+                host.name, "images", WOULD_CHANGE if wanted else OK, f"would pull: {', '.join(wanted) or 'nothing'}"
+            )
+            reports.append(HostDeployReport(host.name, "planned"))
+        current = ReleaseStore(leader, self.env.project).current_id() or "none"
+        self.reporter.step(leader.name, "stack deploy", WOULD_CHANGE, f"would write a new release (current: {current})")
+        return reports
+
+    def deploy_cluster(self, hosts: list[Host], prepared: Prepared) -> list[HostDeployReport]:
+        env, reporter = self.env, self.reporter
+        started = self.clock()
+        leaders = managers(hosts)
+        leader = leaders[0]
+        self._check(prepared, dict(prepared.refs))  # a refused key changes nothing anywhere
+        store = ReleaseStore(leader, env.project)
+        previous = store.current()
+        delivered = self._pull_everywhere(hosts, prepared)
+        ids = delivered[leader.name].ids
+        sent = {name: item.sent for name, item in delivered.items()}
+        if (
+            previous is not None
+            and previous.status == "active"
+            and (previous.content, previous.images)
+            == (
+                prepared.content,
+                ids,
+            )
+        ):
+            reporter.step(leader.name, "release", OK, f"unchanged: {previous.id} has the same files, .env and images")
+            return self._converge(hosts, leader, previous, started, sent)
+        digests = delivered[leader.name].digests
+        lacking = sorted(set(prepared.refs) - set(digests))
+        if lacking:
+            raise DeployError(f"no registry digest for {', '.join(lacking)}", where=leader.name, hint="deploy again")
+        stack = self._check(prepared, digests)
+        for note in stack.notes:
+            reporter.step(leader.name, "stack file", OK, note)
+        made = self.now()
+        release = Release(
+            id=new_release_id(prepared.version, made),
+            version=prepared.version,
+            git_commit=prepared.git_commit,
+            who=operator(),
+            created=made.isoformat(timespec="seconds"),
+            compose_files=prepared.stack.compose_files,
+            images=ids,
+            pins=dict(digests),
+            digests=dict(digests),
+            swappable=tuple(sorted(name for name, service in prepared.stack.services.items() if service.swappable)),
+            content=prepared.content,
+        )
+        for manager in leaders:
+            _write_release(manager, release, prepared.archive, _stack_archive(stack), env.project)
+        reporter.step(leader.name, "release", CHANGED, f"wrote {store.path(release.id)} on {len(leaders)} managers")
+        try:
+            self._deploy_stack(leader, release, gate_timeout(env, stack.spec))
+        except (HealthGateError, HostError, DeployError) as error:
+            reporter.step(leader.name, "deploy", FAILED, error.one_line())
+            for manager in leaders:
+                ReleaseStore(manager, env.project).write_metadata(release.with_status("failed"))
+            outcome = self._restore(leader, previous)
+            return self._reports(hosts, leader, outcome, release, previous, started, sent, error)
+        for manager in leaders:
+            manager_store = ReleaseStore(manager, env.project)
+            manager_store.activate(release)
+            prune(manager_store, env.deploy.keep_releases, reporter)
+        reporter.step(leader.name, "current", CHANGED, f"-> {release.id}")
+        return self._reports(hosts, leader, "deployed", release, previous, started, sent)
+
+    def rollback_cluster(self, hosts: list[Host], to: str | None) -> list[HostDeployReport]:
+        """The stack back on the previous (or named) release's stack file, images checked on every node."""
+        started = self.clock()
+        leaders = managers(hosts)
+        leader = leaders[0]
+        store = ReleaseStore(leader, self.env.project)
+        current_id = store.current_id()
+        target = rollback_target(store.list(), current_id, to, leader)
+        current = store.get(current_id) if current_id else None
+        missing = Fleet(hosts, self.env.parallel).map(
+            lambda host: set(target.pins) - set(host_image_ids(host, target.pins))
+        )
+        for node in missing.outcomes:
+            if node.error or node.value:
+                lacking = node.error.one_line() if node.error else f"lacks {', '.join(sorted(node.value or ()))}"
+                raise DeployError(
+                    f"node {node.host} {lacking}", where=node.host, hint=f"deploy {target.version} again instead"
+                )
+        try:
+            self._deploy_stack(leader, target, self._release_timeout(leader, target))
+        except (HealthGateError, HostError, DeployError) as error:
+            self.reporter.step(leader.name, "rollback", FAILED, error.one_line())
+            outcome = self._restore(leader, current)
+            return self._reports(
+                hosts, leader, "failed" if outcome == "failed" else "rolled-back", target, current, started, {}, error
+            )
+        for manager in leaders:
+            manager_store = ReleaseStore(manager, self.env.project)
+            if manager_store.get(target.id):
+                manager_store.activate(target)
+        self.reporter.step(leader.name, "current", CHANGED, f"-> {target.id}")
+        return self._reports(hosts, leader, "deployed", target, current, started, {})
+
+    def _pull_everywhere(self, hosts: list[Host], prepared: Prepared) -> dict[str, Delivered]:
+        """Every node brings the release's images by digest, all at once; DeployError naming the first
+        node that could not (nothing changed in the swarm yet)."""
+        pulled = Fleet(hosts, self.env.parallel).map(
+            lambda host: self.delivery.bring(host, prepared.images(str), self.reporter)
+        )
+        for outcome in pulled.outcomes:
+            if outcome.error:
+                raise DeployError(
+                    f"node {outcome.host} could not pull the release's images: {outcome.error.one_line()}",
+                    where=outcome.host,
+                    hint="nothing was changed in the swarm; fix the node or drain it, then deploy again",
+                )
+        return {outcome.host: outcome.value for outcome in pulled.outcomes if outcome.value is not None}
+
+    def _release_timeout(self, leader: Host, release: Release) -> float:
+        path = f"{ReleaseStore(leader, self.env.project).path(release.id)}/{STACK_FILE}"
+        text = leader.run(f"cat {shlex.quote(path)}", check=False).stdout
+        try:
+            return gate_timeout(self.env, json.loads(text))
+        except json.JSONDecodeError:
+            raise DeployError(
+                f"release {release.id} has no stack file", where=leader.name, hint="see inv releases"
+            ) from None
+
+    def _deploy_stack(self, leader: Host, release: Release, timeout: float) -> list[SwarmService]:
+        """`docker stack deploy` of the release's stack file, then the gate on every service of it."""
+        project = self.env.project
+        known = task_ids(read_stack(leader, project))
+        path = shlex.quote(ReleaseStore(leader, project).path(release.id))
+        leader.run(f"cd {path} && " + STACK_DEPLOY.format(file=STACK_FILE, stack=shlex.quote(project)), timeout=600)
+        self.reporter.step(leader.name, "stack deploy", CHANGED, release.id)
+        begun = self.clock()
+        states = wait_converged(
+            lambda: read_stack(leader, project),
+            project,
+            release.pins,
+            where=leader.name,
+            timeout=timeout,
+            known=known,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+        replicas = sum(state.running for state in states)
+        self.reporter.step(
+            leader.name,
+            "health gate",
+            OK,
+            f"{len(states)} services, {replicas} tasks running in {self.clock() - begun:.1f} s",
+        )
+        return states
+
+    def _restore(self, leader: Host, previous: Release | None) -> str:
+        """The whole stack back on the previous release after a failed one; returns the outcome."""
+        if previous is None:
+            self.reporter.step(leader.name, "restore", SKIPPED, "no previous release to go back to")
+            return "failed"
+        try:
+            self._deploy_stack(leader, previous, self._release_timeout(leader, previous))
+        except OpsError as error:
+            self.reporter.step(leader.name, "restore", FAILED, error.one_line())
+            return "failed"
+        self.reporter.step(leader.name, "restore", CHANGED, f"the whole stack back on {previous.id}")
+        return "rolled-back"
+
+    def _converge(
+        self, hosts: list[Host], leader: Host, current: Release, started: float, sent: dict[str, int]
+    ) -> list[HostDeployReport]:
+        """The stack already is this release: deploy its stack file again (a no-op unless the swarm
+        drifted) and gate."""
+        try:
+            self._deploy_stack(leader, current, self._release_timeout(leader, current))
+        except (HealthGateError, HostError, DeployError) as error:
+            return self._reports(hosts, leader, "failed", current, current, started, sent, error)
+        return self._reports(hosts, leader, "unchanged", current, current, started, sent)
+
+    def _reports(
+        self,
+        hosts: list[Host],
+        leader: Host,
+        result: str,
+        release: Release,
+        previous: Release | None,
+        started: float,
+        sent: dict[str, int],
+        error: OpsError | None = None,
+    ) -> list[HostDeployReport]:
+        """One report per node: the stack's outcome; the error on the manager's alone (said once)."""
+        seconds = self.clock() - started
+        reports = []
+        for host in hosts:
+            report = HostDeployReport(
+                host.name,
+                result,
+                release.id,
+                previous.id if previous else "",
+                seconds,
+                images_sent=sent.get(host.name, 0),
+            )
+            if error is not None and host is leader:
+                report.error = error.one_line()
+                failing = getattr(error, "service", None)
+                report.failing = failing if isinstance(failing, ServiceHealth) else None
+            reports.append(report)
+        return reports
+
+
+def _write_release(host: Host, release: Release, archive: bytes, stack: bytes, project: str) -> None:
+    """The release's files, its stack file (0600) and release.json on one manager."""
+    store = ReleaseStore(host, project)
+    path = shlex.quote(store.path(release.id))
+    unpack = f"tar -xzf - -C {path} --no-same-owner"
+    host.run(f"mkdir -p {path} && {unpack}", stdin=archive)
+    host.run(f"umask 077 && {unpack}", stdin=stack)
+    store.write_metadata(release)

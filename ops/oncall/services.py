@@ -1,7 +1,7 @@
 """A stack's services across hosts for on-call work: logs, restart, exec in their containers.
 
-Containers are found by their compose labels on each host, so this works on whatever is running
-(also halfway through a swap). Restart waits for the service's health; nothing else changes.
+Containers are found by their labels on each host (compose's, or a swarm stack's on its tasks, on
+whichever node runs them), so this works on whatever is running (also halfway through a swap). Restart waits for the service's health; nothing else changes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ops.config import Environment, HostSpec
 from ops.console import Reporter
 from ops.deploy.health import wait_healthy
 from ops.errors import HostError, OpsError
-from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL
 from ops.transport import Fleet, Host, Runner
 
 
@@ -34,17 +34,24 @@ class Container:
 
 
 def _containers(host: Host, project: str) -> list[Container]:
-    fmt = '{{.ID}}|{{.Names}}|{{.Label "' + SERVICE_LABEL + '"}}|{{.State}}'
-    result = host.run(
-        f"docker ps -a --filter label={PROJECT_LABEL}={shlex.quote(project)} --format {shlex.quote(fmt)}",
-        timeout=30,
-    )
-    found = []
+    """The project's containers on the host: compose's, and a swarm stack's tasks (which a swarm
+    names <stack>_<service>.<slot>.<task>), each once with its service's name."""
+    labels = "|".join(f'{{{{.Label "{label}"}}}}' for label in (SERVICE_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL))
+    fmt = f"{{{{.ID}}}}|{{{{.Names}}}}|{labels}|{{{{.State}}}}"
+    listings = [
+        f"docker ps -a --filter label={label}={shlex.quote(project)} --format {shlex.quote(fmt)}"
+        for label in (PROJECT_LABEL, STACK_LABEL)
+    ]
+    result = host.run("; ".join(listings), timeout=30)
+    found: dict[str, Container] = {}
     for line in result.stdout.splitlines():
         parts = line.split("|")
-        if len(parts) == 4:
-            found.append(Container(host.name, parts[0], parts[1], parts[2], parts[3] == "running"))
-    return found
+        if len(parts) != 6:
+            continue
+        container_id, name, compose_service, stack, swarm_service, state = parts
+        service = swarm_service.removeprefix(f"{stack}_") if stack == project else compose_service
+        found[container_id] = Container(host.name, container_id, name, service, state == "running")
+    return list(found.values())
 
 
 def find_containers(fleet: Fleet, project: str, service: str) -> dict[str, list[Container]]:

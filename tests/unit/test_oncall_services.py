@@ -1,0 +1,30 @@
+"""Finding a service's containers on a host: compose's by their labels, a swarm stack's tasks by
+theirs (on whichever node runs them), each container once."""
+
+from __future__ import annotations
+
+from ops.config import HostSpec
+from ops.oncall.services import _containers
+from ops.transport import Host
+from tests.fakes import FakeRunner
+
+LISTING = "\n".join(
+    [
+        "c1|demo-web-1|web|||running",  # compose
+        "t1|demo_redis.1.x7kq|redis|demo|demo_redis|running",  # a task whose image compose built (its labels)
+        "t1|demo_redis.1.x7kq|redis|demo|demo_redis|running",  # the same, found by the stack label too
+        "t2|demo_proxy.k3h.abc||demo|demo_proxy|exited",  # a task of an image compose never built
+    ]
+)
+
+
+def test_compose_containers_and_swarm_tasks_are_found_once_with_their_service() -> None:
+    runner = FakeRunner(answers={"docker ps -a": (0, LISTING)})
+    found = _containers(Host(HostSpec("10.0.0.1"), runner), "demo")
+    assert [(c.id, c.service, c.running) for c in found] == [
+        ("c1", "web", True),
+        ("t1", "redis", True),
+        ("t2", "proxy", False),
+    ]
+    (command,) = runner.commands
+    assert "label=com.docker.compose.project=demo" in command and "label=com.docker.stack.namespace=demo" in command

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from ops.config import Environment
 from ops.deploy.releases import PIN_REPOSITORY
 from ops.errors import AuthenticationError, OpsError
-from ops.host.labels import PROJECT_LABEL
+from ops.host.labels import PROJECT_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL
 from ops.host.layout import ProjectLayout
 from ops.host.lock import LockInfo, info_path
 from ops.transport import Fleet, Host, SSHRunner
@@ -57,9 +57,9 @@ echo "docker_free=$(df -P -B1 "$root" 2>/dev/null | awk 'NR==2{print $4}')"
 STACK_SCRIPT = r"""
 echo "release=$(readlink %(current)s 2>/dev/null | sed 's#.*/##')"
 echo "lock=$(cat %(lock_info)s 2>/dev/null | tr -d '\n')"
-ids=$(docker ps -aq --filter label=%(project_label)s=%(project)s 2>/dev/null)
+ids=$( (docker ps -aq --filter label=%(project_label)s=%(project)s; docker ps -aq --filter label=%(stack_label)s=%(project)s) 2>/dev/null | sort -u)
 [ -n "$ids" ] || exit 0
-docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{.State.Pid}}|{{.State.OOMKilled}}' $ids > /tmp/.opskit-status.$$
+docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{.State.Pid}}|{{.State.OOMKilled}}|{{index .Config.Labels "%(stack_label)s"}}|{{index .Config.Labels "%(swarm_service_label)s"}}' $ids > /tmp/.opskit-status.$$
 cat /tmp/.opskit-status.$$
 images=$(awk -F'|' '{print $4}' /tmp/.opskit-status.$$ | sort -u)
 echo "images="$images
@@ -90,6 +90,8 @@ def stack_script(project: str) -> str:
     return STACK_SCRIPT % {
         "project": shlex.quote(project),
         "project_label": PROJECT_LABEL,
+        "stack_label": STACK_LABEL,
+        "swarm_service_label": SWARM_SERVICE_LABEL,
         "current": shlex.quote(ProjectLayout(project).current),
         "lock_info": shlex.quote(info_path(project)),
     }
@@ -211,6 +213,9 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
         if len(fields) < 11:
             continue
         _, name, service, image, state, health, restarts, started, limit, pid, oom = fields[:11]
+        stack, task_of = (fields[11], fields[12]) if len(fields) >= 13 else ("", "")
+        if stack and task_of:  # a swarm stack's task: <stack>_<service>
+            service = task_of.removeprefix(f"{stack}_")
         image = given.get(image, image)
         first, second = samples.get(("1", pid)), samples.get(("2", pid))
         memory = cpu = 0.0

@@ -91,7 +91,10 @@ def runners() -> dict[str, FakeRunner]:
     return {
         address: FakeRunner(
             {
-                "docker ps -a": (0, f"{address}-w|demo-web-1|web|running\n{address}-r|demo-redis-1|redis|running\n"),
+                "docker ps -a": (
+                    0,
+                    f"{address}-w|demo-web-1|web|||running\n{address}-r|demo-redis-1|redis|||running\n",
+                ),
                 "docker logs": (0, "GET /version 200\nGET /health 200\nGET /version 304\n"),
             }
         )

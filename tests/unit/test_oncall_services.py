@@ -1,5 +1,5 @@
-"""Finding a service's containers on a host: compose's by their labels, a swarm stack's tasks by
-theirs (on whichever node runs them), each container once."""
+"""Finding a service's containers on a host (logs, exec, restart, status, doctor): compose's by
+their labels, a swarm stack's tasks by theirs (on whichever node runs them), each container once."""
 
 from __future__ import annotations
 
@@ -28,3 +28,22 @@ def test_compose_containers_and_swarm_tasks_are_found_once_with_their_service() 
     ]
     (command,) = runner.commands
     assert "label=com.docker.compose.project=demo" in command and "label=com.docker.stack.namespace=demo" in command
+
+
+def test_status_and_doctor_name_a_swarm_task_by_its_service() -> None:
+    from ops.oncall.status import parse_stack, stack_script
+
+    output = "\n".join(
+        [
+            "container=a1|/demo-web-1|web|web:v1|running|healthy|0|2026-11-23T10:00:00Z|0|101|false||",
+            "container=t1|/demo_redis.1.x7kq|redis|redis:7|running||0|2026-11-23T10:00:00Z|0|102|false|demo|demo_redis",
+            "container=t2|/demo_proxy.k3h.abc||proxy:1|exited||0|2026-11-23T10:00:00Z|0|0|false|demo|demo_proxy",
+        ]
+    )
+    _, _, containers = parse_stack(output)
+    assert sorted((c.service, c.name, c.state) for c in containers) == [
+        ("proxy", "demo_proxy.k3h.abc", "exited"),
+        ("redis", "demo_redis.1.x7kq", "running"),
+        ("web", "demo-web-1", "running"),
+    ]
+    assert "label=com.docker.stack.namespace=demo" in stack_script("demo")

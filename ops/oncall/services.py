@@ -34,13 +34,15 @@ class Container:
 
 
 def _containers(host: Host, project: str) -> list[Container]:
-    """The project's containers on the host: compose's, and a swarm stack's tasks (which a swarm
-    names <stack>_<service>.<slot>.<task>), each once with its service's name."""
+    """The project's containers on the host: compose's, and a swarm stack's running tasks (which a
+    swarm names <stack>_<service>.<slot>.<task>), each once with its service's name."""
     labels = "|".join(f'{{{{.Label "{label}"}}}}' for label in (SERVICE_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL))
     fmt = f"{{{{.ID}}}}|{{{{.Names}}}}|{labels}|{{{{.State}}}}"
+    # A swarm's running tasks only: its exited ones are task history, replaced by the swarm itself
+    # (restarting one by hand would start a second copy beside its replacement).
     listings = [
-        f"docker ps -a --filter label={label}={shlex.quote(project)} --format {shlex.quote(fmt)}"
-        for label in (PROJECT_LABEL, STACK_LABEL)
+        f"docker ps -a --filter label={PROJECT_LABEL}={shlex.quote(project)} --format {shlex.quote(fmt)}",
+        f"docker ps --filter label={STACK_LABEL}={shlex.quote(project)} --format {shlex.quote(fmt)}",
     ]
     result = host.run("; ".join(listings), timeout=30)
     found: dict[str, Container] = {}

@@ -57,7 +57,7 @@ echo "docker_free=$(df -P -B1 "$root" 2>/dev/null | awk 'NR==2{print $4}')"
 STACK_SCRIPT = r"""
 echo "release=$(readlink %(current)s 2>/dev/null | sed 's#.*/##')"
 echo "lock=$(cat %(lock_info)s 2>/dev/null | tr -d '\n')"
-ids=$( (docker ps -aq --filter label=%(project_label)s=%(project)s; docker ps -aq --filter label=%(stack_label)s=%(project)s) 2>/dev/null | sort -u)
+ids=$( (docker ps -aq --filter label=%(project_label)s=%(project)s; docker ps -q --filter label=%(stack_label)s=%(project)s) 2>/dev/null | sort -u)
 [ -n "$ids" ] || exit 0
 docker inspect -f 'container={{.Id}}|{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.HostConfig.Memory}}|{{.State.Pid}}|{{.State.OOMKilled}}|{{index .Config.Labels "%(stack_label)s"}}|{{index .Config.Labels "%(swarm_service_label)s"}}' $ids > /tmp/.opskit-status.$$
 cat /tmp/.opskit-status.$$

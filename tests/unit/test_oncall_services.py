@@ -13,7 +13,7 @@ LISTING = "\n".join(
         "c1|demo-web-1|web|||running",  # compose
         "t1|demo_redis.1.x7kq|redis|demo|demo_redis|running",  # a task whose image compose built (its labels)
         "t1|demo_redis.1.x7kq|redis|demo|demo_redis|running",  # the same, found by the stack label too
-        "t2|demo_proxy.k3h.abc||demo|demo_proxy|exited",  # a task of an image compose never built
+        "t2|demo_proxy.k3h.abc||demo|demo_proxy|running",  # a task of an image compose never built
     ]
 )
 
@@ -24,10 +24,12 @@ def test_compose_containers_and_swarm_tasks_are_found_once_with_their_service() 
     assert [(c.id, c.service, c.running) for c in found] == [
         ("c1", "web", True),
         ("t1", "redis", True),
-        ("t2", "proxy", False),
+        ("t2", "proxy", True),
     ]
     (command,) = runner.commands
-    assert "label=com.docker.compose.project=demo" in command and "label=com.docker.stack.namespace=demo" in command
+    assert "docker ps -a --filter label=com.docker.compose.project=demo" in command
+    # A swarm's exited tasks are its history (replaced already): only the running ones are listed.
+    assert "docker ps --filter label=com.docker.stack.namespace=demo" in command
 
 
 def test_status_and_doctor_name_a_swarm_task_by_its_service() -> None:
@@ -46,4 +48,4 @@ def test_status_and_doctor_name_a_swarm_task_by_its_service() -> None:
         ("redis", "demo_redis.1.x7kq", "running"),
         ("web", "demo-web-1", "running"),
     ]
-    assert "label=com.docker.stack.namespace=demo" in stack_script("demo")
+    assert "docker ps -q --filter label=com.docker.stack.namespace=demo" in stack_script("demo")

@@ -56,7 +56,10 @@ RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
       openssh-server sudo ca-certificates iproute2 procps \\
  && rm -f /etc/ssh/ssh_host_* \\
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \\
+ && printf '%s\\n' '# Every lab connection comes from one address (the bridge gateway behind the published' \\
+      '# port): per-source penalties for refused root logins would lock the operator out.' \\
+      'PerSourcePenalties no' > /etc/ssh/sshd_config.d/90-lab.conf
 COPY lab-init /usr/local/sbin/lab-init
 RUN chmod 755 /usr/local/sbin/lab-init
 EXPOSE 22 80

@@ -136,6 +136,7 @@ def start_node(lab: Lab, manager: Host, index: int) -> None:
     """The killed lab host started again and the swarm provisioned: its engine started, its firewall
     back, and the others' firewalls let its new address in; it rejoins the swarm by itself."""
     from ops.console import RecordingReporter
+    from ops.lab import lab_up
     from ops.provision import provision
 
     container = docker.from_env(version="auto").containers.get(lab.spec.container(index))
@@ -148,6 +149,7 @@ def start_node(lab: Lab, manager: Host, index: int) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(1)
+    lab_up(lab.spec, RecordingReporter())  # waits for its sshd (which starts once its boot scripts ran)
     result = provision(lab.env, RecordingReporter())
     assert result.ok, [(report.failed_step, str(report.error)) for report in result.failed]
     deadline = time.monotonic() + 60

@@ -264,6 +264,17 @@ def ensure_keypair(state_dir: Path) -> tuple[Path, str]:
 # ---------------------------------------------------------------- hosts
 
 
+def _port_free_soon(port: int, wait: float = 30) -> bool:
+    """The port is free, or frees within `wait` seconds: a removed host's port forwarder, or a
+    short-lived connection's local port, lets go of it after a moment."""
+    deadline = time.monotonic() + wait
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -429,7 +440,7 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
             container = None
         if container is None:
             for port in (spec.ssh_port(index), spec.http_port(index)):
-                if not _port_free(port):
+                if not _port_free_soon(port):
                     raise LabError(
                         f"port 127.0.0.1:{port} is taken by another program",
                         hint="stop it, or run the lab from another checkout path",

@@ -85,6 +85,9 @@ sample 1; sleep 0.3; sample 2
 """
 
 
+NO_VALUE = "<no value>"  # what docker inspect's template prints for a label the container lacks
+
+
 def stack_script(project: str) -> str:
     """STACK_SCRIPT for one project: the shell that prints what parse_stack reads."""
     return STACK_SCRIPT % {
@@ -214,7 +217,7 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
             continue
         _, name, service, image, state, health, restarts, started, limit, pid, oom = fields[:11]
         stack, task_of = (fields[11], fields[12]) if len(fields) >= 13 else ("", "")
-        if stack and task_of:  # a swarm stack's task: <stack>_<service>
+        if stack and task_of and NO_VALUE not in (stack, task_of):  # a swarm stack's task: <stack>_<service>
             service = task_of.removeprefix(f"{stack}_")
         image = given.get(image, image)
         first, second = samples.get(("1", pid)), samples.get(("2", pid))

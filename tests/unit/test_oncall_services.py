@@ -37,7 +37,8 @@ def test_status_and_doctor_name_a_swarm_task_by_its_service() -> None:
 
     output = "\n".join(
         [
-            "container=a1|/demo-web-1|web|web:v1|running|healthy|0|2026-11-23T10:00:00Z|0|101|false||",
+            "container=a1|/demo-web-1|web|web:v1|running|healthy|0|2026-11-23T10:00:00Z|0|101|false"
+            "|<no value>|<no value>",  # inspect's template for labels a compose container lacks
             "container=t1|/demo_redis.1.x7kq|redis|redis:7|running||0|2026-11-23T10:00:00Z|0|102|false|demo|demo_redis",
             "container=t2|/demo_proxy.k3h.abc||proxy:1|exited||0|2026-11-23T10:00:00Z|0|0|false|demo|demo_proxy",
         ]

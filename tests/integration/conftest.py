@@ -65,17 +65,19 @@ def provisioned(spec: LabSpec, extra: str = "") -> Iterator[Lab]:
         # Fresh servers, whatever an earlier run left; OPS_KEEP_LAB=1 reuses the kept lab (a
         # faster loop while developing: provisioning is then a no-op).
         lab_down(spec, RecordingReporter(), purge=True)
-    lab_up(spec, RecordingReporter())
-    if extra:
-        with spec.env_file.open("a") as env_file:
-            env_file.write(extra)
-    env = load_environment(spec.name, spec.env_root or REPO, os.environ)
-    result = provision(env, RecordingReporter())
-    assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
-    yield Lab(spec, env)
-    if os.environ.get("OPS_KEEP_LAB") != "1":
-        lab_down(spec, RecordingReporter(), purge=True)
-        remove_registry(LocalRegistry(env.root))  # the one its deploys pushed to, if any
+    try:  # a lab that failed half way up is removed too
+        lab_up(spec, RecordingReporter())
+        if extra:
+            with spec.env_file.open("a") as env_file:
+                env_file.write(extra)
+        env = load_environment(spec.name, spec.env_root or REPO, os.environ)
+        result = provision(env, RecordingReporter())
+        assert result.ok, [(report.failed_step, str(report.error), report.output) for report in result.failed]
+        yield Lab(spec, env)
+    finally:
+        if os.environ.get("OPS_KEEP_LAB") != "1":
+            lab_down(spec, RecordingReporter(), purge=True)
+            remove_registry(LocalRegistry(spec.env_root or REPO))  # the one its deploys pushed to, if any
 
 
 @pytest.fixture(scope="session")

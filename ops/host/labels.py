@@ -18,3 +18,12 @@ BACKUP_POST_LABEL = "opskit.backup.post"  # ... and after
 BACKUP_STOP_LABEL = "opskit.backup.stop"  # stop the container while its volumes are archived
 BACKUP_RECIPE_LABEL = "opskit.backup.recipe"  # the recipe to use, overriding detection
 ROLE_LABEL = "opskit.role"  # what a service is to the runbooks (redis, postgres, ...), overriding detection
+
+
+def task_service(stack: str, swarm_service: str) -> str:
+    """The stack service a swarm task's container belongs to, from its two labels (a swarm names
+    services <stack>_<service>); "" for a container that is no task (docker inspect's template
+    prints "<no value>" for a label the container lacks)."""
+    if not stack or not swarm_service or "<no value>" in (stack, swarm_service):
+        return ""
+    return swarm_service.removeprefix(f"{stack}_")

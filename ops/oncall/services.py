@@ -16,7 +16,7 @@ from ops.config import Environment, HostSpec
 from ops.console import Reporter
 from ops.deploy.health import wait_healthy
 from ops.errors import HostError, OpsError
-from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL
+from ops.host.labels import PROJECT_LABEL, SERVICE_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL, task_service
 from ops.transport import Fleet, Host, Runner
 
 
@@ -51,7 +51,7 @@ def _containers(host: Host, project: str) -> list[Container]:
         if len(parts) != 6:
             continue
         container_id, name, compose_service, stack, swarm_service, state = parts
-        service = swarm_service.removeprefix(f"{stack}_") if stack == project else compose_service
+        service = (task_service(stack, swarm_service) if stack == project else "") or compose_service
         found[container_id] = Container(host.name, container_id, name, service, state == "running")
     return list(found.values())
 

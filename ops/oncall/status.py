@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from ops.config import Environment
 from ops.deploy.releases import PIN_REPOSITORY
 from ops.errors import AuthenticationError, OpsError
-from ops.host.labels import PROJECT_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL
+from ops.host.labels import PROJECT_LABEL, STACK_LABEL, SWARM_SERVICE_LABEL, task_service
 from ops.host.layout import ProjectLayout
 from ops.host.lock import LockInfo, info_path
 from ops.transport import Fleet, Host, SSHRunner
@@ -83,9 +83,6 @@ sample() {
 }
 sample 1; sleep 0.3; sample 2
 """
-
-
-NO_VALUE = "<no value>"  # what docker inspect's template prints for a label the container lacks
 
 
 def stack_script(project: str) -> str:
@@ -216,9 +213,8 @@ def parse_stack(text: str, now: datetime | None = None) -> tuple[str, str, tuple
         if len(fields) < 11:
             continue
         _, name, service, image, state, health, restarts, started, limit, pid, oom = fields[:11]
-        stack, task_of = (fields[11], fields[12]) if len(fields) >= 13 else ("", "")
-        if stack and task_of and NO_VALUE not in (stack, task_of):  # a swarm stack's task: <stack>_<service>
-            service = task_of.removeprefix(f"{stack}_")
+        if len(fields) >= 13:  # a swarm stack's task is named by its stack service
+            service = task_service(fields[11], fields[12]) or service
         image = given.get(image, image)
         first, second = samples.get(("1", pid)), samples.get(("2", pid))
         memory = cpu = 0.0

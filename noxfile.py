@@ -102,10 +102,12 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Integration tests against the local lab: real sshd, real Docker, real Compose."""
+    """Integration tests against the local lab: real sshd, real Docker, real Compose; two processes,
+    each with its own labs (tests/integration/conftest.py groups them)."""
     session.run(
-        "pytest", "tests/integration", "-m", "integration", "-q", "--durations=15", "--timeout=900", *session.posargs
-    )
+        "pytest", "tests/integration", "-m", "integration", "-q", "-n", "2", "--dist", "loadgroup",
+        "--durations=15", "--timeout=900", *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session

@@ -22,7 +22,8 @@ from ops.config.envfile import set_keys
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import LabError
 from ops.provision.facts import BOOT_DIR
-from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
+from ops.transport.docker import build_recipe_image, find_image, local_client, machine_lock, recipe_image
+from ops.transport.loopback import port_block, port_free_soon
 
 if TYPE_CHECKING:
     import docker
@@ -86,8 +87,7 @@ class LabSpec:
 
     @property
     def port_base(self) -> int:
-        digest = hashlib.sha256(f"{self.checkout.resolve()}:{self.name}".encode()).hexdigest()
-        return 20000 + (int(digest[:8], 16) % 1000) * 40
+        return port_block(f"{self.checkout.resolve()}:{self.name}")
 
     @property
     def state_dir(self) -> Path:
@@ -156,6 +156,14 @@ def ensure_engine(reporter: Reporter, log_file: Path = Path("/var/log/opskit-doc
     if _engine_answers():
         reporter.step("local", "docker engine", OK, "running")
         return
+    with machine_lock("engine"):
+        if _engine_answers():  # started by another process while this one waited
+            reporter.step("local", "docker engine", OK, "running")
+            return
+        _start_engine(reporter, log_file)
+
+
+def _start_engine(reporter: Reporter, log_file: Path) -> None:
     if not shutil.which("dockerd"):
         reporter.step("local", "docker engine", CHANGED, "installing docker.io")
         _apt_install(["docker.io"])
@@ -201,24 +209,9 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
     """debian:trixie-slim made locally with debootstrap (no registry), imported once."""
     image = find_image(client, BASE_IMAGE)
     if image is None:
-        if not shutil.which("debootstrap"):
-            reporter.step("local", "base image", CHANGED, "installing debootstrap")
-            _apt_install(["debootstrap"])
-        mirror = _debian_mirror()
-        reporter.step("local", "base image", CHANGED, f"debootstrap {SUITE} from {mirror} (about a minute)")
-        # A fresh 0700 directory made by mkdtemp; /var/tmp because the rootfs is too big for a tmpfs.
-        with tempfile.TemporaryDirectory(prefix="opskit-rootfs-", dir="/var/tmp") as rootfs:  # nosec B108
-            done = subprocess.run(
-                ["debootstrap", "--variant=minbase", SUITE, rootfs, mirror], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-                raise LabError(f"debootstrap failed: {tail[0]}", hint="check network access to the Debian mirror")
-            with subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE) as tar:
-                assert tar.stdout is not None
-                client.api.import_image_from_stream(tar.stdout, repository=BASE_IMAGE.split(":")[0], tag=SUITE)
-            if tar.returncode != 0:
-                raise LabError("packing the debootstrapped rootfs failed")
+        with machine_lock("base-image"):
+            if find_image(client, BASE_IMAGE) is None:  # or another process made it while this one waited
+                _debootstrap_base_image(client, reporter)
         image = client.images.get(BASE_IMAGE)
     else:
         reporter.step("local", "base image", OK, BASE_IMAGE)
@@ -226,6 +219,27 @@ def ensure_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
         current = find_image(client, alias)
         if current is None or current.id != image.id:
             image.tag(*alias.split(":"))
+
+
+def _debootstrap_base_image(client: docker.DockerClient, reporter: Reporter) -> None:
+    if not shutil.which("debootstrap"):
+        reporter.step("local", "base image", CHANGED, "installing debootstrap")
+        _apt_install(["debootstrap"])
+    mirror = _debian_mirror()
+    reporter.step("local", "base image", CHANGED, f"debootstrap {SUITE} from {mirror} (about a minute)")
+    # A fresh 0700 directory made by mkdtemp; /var/tmp because the rootfs is too big for a tmpfs.
+    with tempfile.TemporaryDirectory(prefix="opskit-rootfs-", dir="/var/tmp") as rootfs:  # nosec B108
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", SUITE, rootfs, mirror], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise LabError(f"debootstrap failed: {tail[0]}", hint="check network access to the Debian mirror")
+        with subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE) as tar:
+            assert tar.stdout is not None
+            client.api.import_image_from_stream(tar.stdout, repository=BASE_IMAGE.split(":")[0], tag=SUITE)
+        if tar.returncode != 0:
+            raise LabError("packing the debootstrapped rootfs failed")
 
 
 def ensure_host_image(client: docker.DockerClient, reporter: Reporter) -> None:
@@ -262,27 +276,6 @@ def ensure_keypair(state_dir: Path) -> tuple[Path, str]:
 
 
 # ---------------------------------------------------------------- hosts
-
-
-def _port_free_soon(port: int, wait: float = 30) -> bool:
-    """The port is free, or frees within `wait` seconds: a removed host's port forwarder, or a
-    short-lived connection's local port, lets go of it after a moment."""
-    deadline = time.monotonic() + wait
-    while not _port_free(port):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(1)
-    return True
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _wait_for_ssh(port: int, timeout: float = 120) -> None:
@@ -328,6 +321,11 @@ def _run_host(client: docker.DockerClient, spec: LabSpec, index: int) -> Any:
         },
         labels={LABEL: spec.lab_id, "opskit.checkout": str(spec.checkout.resolve()), "opskit.index": str(index)},
     )
+
+
+def _published_ports(container: Any) -> set[int]:
+    bindings = container.attrs.get("HostConfig", {}).get("PortBindings") or {}
+    return {int(binding["HostPort"]) for entries in bindings.values() for binding in entries or []}
 
 
 def _host_keys(container: Any, port: int) -> list[str]:
@@ -438,9 +436,13 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
             reporter.step(name, "host", CHANGED, "image changed: recreating")
             container.remove(force=True)
             container = None
+        if container is not None and _published_ports(container) != {spec.ssh_port(index), spec.http_port(index)}:
+            reporter.step(name, "host", CHANGED, "its ports moved (an older opskit): recreating, provision it again")
+            container.remove(force=True)
+            container = None
         if container is None:
             for port in (spec.ssh_port(index), spec.http_port(index)):
-                if not _port_free_soon(port):
+                if not port_free_soon(port):
                     raise LabError(
                         f"port 127.0.0.1:{port} is taken by another program",
                         hint="stop it, or run the lab from another checkout path",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import RegistryError
 from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
+from ops.transport.loopback import REGISTRY_OFFSET, port_block, port_free, port_free_soon
 
 if TYPE_CHECKING:
     import docker
@@ -83,9 +83,9 @@ class Addressed(Protocol):
 class LocalRegistry:
     """The registry of one checkout: its container, volume and 127.0.0.1 port, all from the path.
 
-    Ports follow ops.lab's blocks (20000 + 40 * n) at offset 30, which no lab port ever uses
-    (labs take offsets 1-9 and 11-19): a registry never collides with any checkout's lab, and two
-    checkouts collide only when their paths hash to the same block (then ensure_registry says so).
+    Its port is offset 0 of the block the path hashes to (ops.transport.loopback), which no lab
+    port ever uses: a registry never collides with any checkout's lab, and two checkouts collide
+    only when their paths hash to the same block (then ensure_registry says so).
     """
 
     checkout: Path
@@ -100,7 +100,7 @@ class LocalRegistry:
 
     @property
     def port(self) -> int:
-        return 20000 + (int(self._digest[:8], 16) % 1000) * 40 + 30
+        return port_block(f"{self.checkout.resolve()}:registry") + REGISTRY_OFFSET
 
     @property
     def container(self) -> str:
@@ -228,17 +228,6 @@ def _push_hint(message: str) -> str:
 # ---------------------------------------------------------------- the container
 
 
-def port_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:port (bind test, as ops.lab does)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def answers(url: str, timeout: float = 2) -> bool:
     """A Distribution registry answers GET /v2/ at url (its API header, not just any HTTP server)."""
     try:
@@ -293,6 +282,11 @@ def _start_container(client: docker.DockerClient, registry: LocalRegistry) -> An
     )
 
 
+def _published_port(container: Any) -> int | None:
+    bindings = (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
+    return int(bindings[0]["HostPort"]) if bindings else None
+
+
 def _port_taken(registry: LocalRegistry) -> RegistryError:
     return RegistryError(
         f"port {registry.address} (this checkout's registry port) is taken by another program",
@@ -322,8 +316,14 @@ def ensure_registry(
             reporter.step("local", "registry", CHANGED, "image changed: recreating (its volume is kept)")
             container.remove(force=True)
             container = None
+        if container is not None and _published_port(container) != registry.port:
+            reporter.step(
+                "local", "registry", CHANGED, f"port moved to {registry.port}: recreating (its volume is kept)"
+            )
+            container.remove(force=True)
+            container = None
         if container is None:
-            if not port_free(registry.port):
+            if not port_free_soon(registry.port):
                 raise _port_taken(registry)
             container = _start_container(engine, registry)
             reporter.step("local", "registry", CHANGED, f"created on {registry.address}, blobs in {registry.volume}")

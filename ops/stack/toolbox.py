@@ -124,8 +124,9 @@ def ensure_compose(checkout: Path, reporter: Reporter) -> Path:
             raise StackError(f"{TOOLBOX_IMAGE} has no file at {COMPOSE_IN_IMAGE}")
         binary = source.read()
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed, so a half-copied binary is never taken for a good one.
-    partial = target.with_name(target.name + ".partial")
+    # Written aside and renamed, so a half-copied binary is never taken for a good one (aside per
+    # process: two test workers may copy it at once).
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     partial.write_bytes(binary)
     partial.chmod(0o755)
     partial.replace(target)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -14,6 +17,20 @@ if TYPE_CHECKING:
     import docker
 
     from ops.transport.runner import Runner
+
+
+@contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """One process at a time on this machine for `name`: two lab.up runs, or two test workers,
+    building the same image or installing the same package wait for each other instead of racing.
+    An flock, so a process that dies lets go of it."""
+    path = os.path.join(tempfile.gettempdir(), f"opskit-{name}.lock")
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def local_client(timeout: int = 300) -> docker.DockerClient:
@@ -113,6 +130,22 @@ def build_recipe_image(
 ) -> Any:
     """Build `tag` on client's engine from files held in memory (name -> text, or (text, mode)),
     labelled with the recipe version; a failed build is one `error` line with the build's last words."""
+    with machine_lock(f"build-{tag.replace('/', '-').replace(':', '-')}"):
+        built = recipe_image(client, tag, recipe)  # by another process while this one waited
+        if built is not None:
+            return built
+        return _build(client, tag, files, recipe, labels or {}, error, hint)
+
+
+def _build(
+    client: docker.DockerClient,
+    tag: str,
+    files: Mapping[str, str | tuple[str, int]],
+    recipe: str,
+    labels: Mapping[str, str],
+    error: type[OpsError],
+    hint: str,
+) -> Any:
     import docker
 
     context = io.BytesIO()
@@ -126,7 +159,7 @@ def build_recipe_image(
     context.seek(0)
     try:
         image, _ = client.images.build(
-            fileobj=context, custom_context=True, tag=tag, labels={RECIPE_LABEL: recipe, **(labels or {})}, rm=True
+            fileobj=context, custom_context=True, tag=tag, labels={RECIPE_LABEL: recipe, **labels}, rm=True
         )
     except docker.errors.BuildError as failed:
         lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in failed.build_log]

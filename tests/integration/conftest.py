@@ -27,6 +27,16 @@ __all__ = ["Lab", "opskit"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two groups for `pytest -n 2 --dist loadgroup` (nox -s integration): every test on the
+    provisioned "itestp" lab in one process, everything else (the bare, swarm and throwaway labs)
+    in the other, so each session-scoped lab is made by exactly one process and the two halves
+    take about as long."""
+    for item in items:
+        group = "itestp" if "provisioned_lab" in getattr(item, "fixturenames", ()) else "others"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @dataclass(frozen=True)
 class Lab:
     spec: LabSpec

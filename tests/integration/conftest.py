@@ -27,6 +27,7 @@ __all__ = ["Lab", "opskit"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Two groups for `pytest -n 2 --dist loadgroup` (nox -s integration): every test on the
     provisioned "itestp" lab in one process, everything else (the bare, swarm and throwaway labs)

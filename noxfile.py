@@ -103,9 +103,9 @@ def build(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Integration tests against the local lab: real sshd, real Docker, real Compose; two processes,
-    each with its own labs (tests/integration/conftest.py groups them)."""
+    each with its own labs (tests/integration/conftest.py splits them)."""
     session.run(
-        "pytest", "tests/integration", "-m", "integration", "-q", "-n", "2", "--dist", "loadgroup",
+        "pytest", "tests/integration", "-m", "integration", "-q", "-n", "2",
         "--durations=15", "--timeout=900", *session.posargs,
     )  # fmt: skip
 

@@ -9,6 +9,7 @@ unless OPS_KEEP_LAB=1, which also makes the next session reuse them.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +28,24 @@ __all__ = ["Lab", "opskit"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Two groups for `pytest -n 2 --dist loadgroup` (nox -s integration): every test on the
-    provisioned "itestp" lab in one process, everything else (the bare, swarm and throwaway labs)
-    in the other, so each session-scoped lab is made by exactly one process and the two halves
-    take about as long."""
-    for item in items:
-        group = "itestp" if "provisioned_lab" in getattr(item, "fixturenames", ()) else "others"
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Two groups for `pytest -n 2` (nox -s integration): every test file that uses the provisioned
+    "itestp" lab in one process, the others (the bare, swarm and throwaway labs) in the other, so
+    each session-scoped lab is made by exactly one process and the two halves take about as long.
+    (xdist's own --dist loadgroup marks do not reach its scheduler under pytest 9.2.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByLab(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return lab_group(nodeid.split("::")[0])
+
+    return ByLab(config, log)
+
+
+@functools.cache
+def lab_group(test_file: str) -> str:
+    text = (REPO / test_file).read_text()
+    return "itestp" if "provisioned_lab" in text or "deployed_lab" in text else "others"
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,29 @@ class OpsTask(Task[Any]):
         return opts
 
 
+HELP_FLAGS = frozenset({"--help", "-h"})
+
+
+def print_task_help(body: Callable[..., Any], helps: dict[str, str], positional: list[str] | None) -> None:
+    """The task's docstring and arguments, for a --help that invoke took as an argument's value."""
+    from rich.markup import escape
+
+    from ops.console import console
+
+    params = [param for param in inspect.signature(body).parameters.values() if param.name != "c"]
+    named_positional = positional if positional is not None else [p.name for p in params if p.default is p.empty]
+    out = console()
+    usage = " ".join(name.upper() for name in named_positional)
+    name = body.__name__.replace("_", "-").strip("-")
+    typed = next((arg for arg in sys.argv[1:] if arg == name or arg.endswith("." + name)), name)
+    out.print(f"Usage: {escape(typed)} {usage} [--options]".replace("  ", " "))
+    out.print(escape(inspect.getdoc(body) or ""))
+    names = [param.name for param in params] + ([] if "debug" in named_positional else ["debug"])
+    for name in dict.fromkeys(names):
+        flag = name.upper() if name in named_positional else "--" + name.replace("_", "-")
+        out.print(f"  {escape(flag):<24} {escape(helps.get(name, ''))}")
+
+
 def command(
     body: Callable[..., Any],
     *,
@@ -93,6 +116,10 @@ def command(
 
     @functools.wraps(body)
     def run(c: Context, *args: Any, **kwargs: Any) -> Any:
+        if any(value in HELP_FLAGS for value in (*args, *kwargs.values())):
+            # `inv swarm.drain --help`: invoke hands "--help" to the positional argument.
+            print_task_help(body, helps, positional)
+            return None
         debug = bool(kwargs.pop("debug", False))
         if "debug" in signature.parameters:
             kwargs["debug"] = debug

@@ -38,3 +38,16 @@ def test_deploy_help_reads_as_documented() -> None:
     assert deploy.help_for("--lock-wait")[0] == "-l INT, --lock-wait=INT"
     assert deploy.help_for("--debug")[0] == "--debug"
     assert deploy.help_for("--host")[0] == "--host=STRING"
+
+
+def test_help_after_a_task_with_a_positional_argument_shows_help_and_runs_nothing(capsys) -> None:  # type: ignore[no-untyped-def]
+    from invoke.program import Program
+
+    for argv in (["swarm.drain", "--help"], ["swarm.drain", "-h"], ["backup.restore", "--help"]):
+        Program(namespace=namespace(), name="opskit", binary="opskit").run(["opskit", *argv], exit=False)
+        out = capsys.readouterr()
+        assert "Usage:" in out.out and "--debug" in out.out and "--env" in out.out, out
+        assert "no environments" not in out.out + out.err and "Error:" not in out.out + out.err, out
+    Program(namespace=namespace(), name="opskit", binary="opskit").run(["opskit", "swarm.drain", "--help"], exit=False)
+    out = capsys.readouterr().out
+    assert "Drain a node for maintenance" in out and "HOST" in out and "the node's hostname" in out

@@ -35,6 +35,12 @@ from ops.stack.compose import duration_seconds
 from ops.transport import Fleet, Host
 
 STACK_DEPLOY = "docker stack deploy --prune --resolve-image never -c {file} {stack}"
+# Every secret and config of the stack, removed unless a service still uses it (docker refuses
+# those); stdout lists the removed ones.
+REMOVE_UNUSED = (
+    "for kind in secret config; do docker $kind ls --filter label=com.docker.stack.namespace={stack}"
+    " --format '{{{{.ID}}}}' | xargs -r docker $kind rm 2>/dev/null; done; true"
+)
 
 
 def managers(hosts: list[Host]) -> list[Host]:
@@ -187,6 +193,7 @@ class SwarmOrchestrator:
             manager_store.activate(release)
             prune(manager_store, env.deploy.keep_releases, reporter)
         reporter.step(leader.name, "current", CHANGED, f"-> {release.id}")
+        self._remove_unused(leader)
         return self._reports(hosts, leader, "deployed", release, previous, started, sent)
 
     def rollback_cluster(self, hosts: list[Host], to: str | None) -> list[HostDeployReport]:
@@ -220,7 +227,17 @@ class SwarmOrchestrator:
             if manager_store.get(target.id):
                 manager_store.activate(target)
         self.reporter.step(leader.name, "current", CHANGED, f"-> {target.id}")
+        self._remove_unused(leader)
         return self._reports(hosts, leader, "deployed", target, current, started, {})
+
+    def _remove_unused(self, leader: Host) -> None:
+        """Secrets and configs are named after their content, so each change made new ones: those no
+        service uses any more go once the gate passed (a rollback's stack deploy makes them again
+        from its release directory). Counted, never named: a name carries a digest of the content."""
+        done = leader.run(REMOVE_UNUSED.format(stack=shlex.quote(self.env.project)), check=False)
+        removed = len(done.stdout.split())
+        if removed:
+            self.reporter.step(leader.name, "secrets, configs", CHANGED, f"removed {removed} no service uses")
 
     def _pull_everywhere(self, hosts: list[Host], prepared: Prepared) -> dict[str, Delivered]:
         """Every node brings the release's images by digest, all at once; DeployError naming the first

@@ -70,3 +70,17 @@ def test_the_release_env_is_read_as_compose_reads_it() -> None:
         "EMPTY": "",
         "QUOTED": "a b",
     }
+
+
+def test_secrets_and_configs_no_service_uses_are_removed_and_counted_not_named(tmp_path: Path) -> None:
+    env = swarm_env(tmp_path, "PROJECT=shop\n")
+    runner = FakeRunner({"xargs -r docker $kind rm": (0, "k2h3\nq9x1\n")})
+    reporter = RecordingReporter()
+    SwarmOrchestrator(env, reporter, delivery=object())._remove_unused(Host(HostSpec("m1"), runner))  # type: ignore[arg-type]
+    assert "label=com.docker.stack.namespace=shop" in runner.commands[0]
+    assert [(event.step, event.detail) for event in reporter.events] == [
+        ("secrets, configs", "removed 2 no service uses")
+    ]
+    quiet = RecordingReporter()
+    SwarmOrchestrator(env, quiet, delivery=object())._remove_unused(Host(HostSpec("m1"), FakeRunner()))  # type: ignore[arg-type]
+    assert quiet.events == []

@@ -31,6 +31,7 @@ from ops.deploy.swarm_gate import SwarmService, read_stack, task_ids, wait_conve
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
 from ops.host.lock import operator
 from ops.images import Delivered, ImageDelivery, delivery_for, host_image_ids
+from ops.images.registry import RegistryImages
 from ops.stack.compose import duration_seconds
 from ops.transport import Fleet, Host
 
@@ -205,14 +206,13 @@ class SwarmOrchestrator:
         current_id = store.current_id()
         target = rollback_target(store.list(), current_id, to, leader)
         current = store.get(current_id) if current_id else None
-        missing = Fleet(hosts, self.env.parallel).map(
-            lambda host: set(target.pins) - set(host_image_ids(host, target.pins))
-        )
+        missing = Fleet(hosts, self.env.parallel).map(lambda host: self._bring_pinned(host, target))
         for node in missing.outcomes:
-            if node.error or node.value:
-                lacking = node.error.one_line() if node.error else f"lacks {', '.join(sorted(node.value or ()))}"
+            if node.error:
                 raise DeployError(
-                    f"node {node.host} {lacking}", where=node.host, hint=f"deploy {target.version} again instead"
+                    f"node {node.host} lacks images of {target.id} and could not pull them: {node.error.one_line()}",
+                    where=node.host,
+                    hint=f"nothing was changed in the swarm; deploy {target.version} again instead",
                 )
         try:
             self._deploy_stack(leader, target, self._release_timeout(leader, target))
@@ -238,6 +238,19 @@ class SwarmOrchestrator:
         removed = len(done.stdout.split())
         if removed:
             self.reporter.step(leader.name, "secrets, configs", CHANGED, f"removed {removed} no service uses")
+
+    def _bring_pinned(self, host: Host, release: Release) -> None:
+        """The release's images on the node, by the digests it pins: pulled from the registry when
+        the node lacks them (it joined, or its images were collected, after that release)."""
+        lacking = sorted(set(release.pins) - set(host_image_ids(host, release.pins)))
+        if not lacking:
+            return
+        if not isinstance(self.delivery, RegistryImages):  # _check refuses any other source for a swarm
+            raise DeployError(f"lacks {', '.join(lacking)}", where=host.name)
+        self.delivery.bring_pinned(host, [release.pins[service] for service in lacking], self.reporter)
+        still = sorted(set(release.pins) - set(host_image_ids(host, release.pins)))
+        if still:
+            raise DeployError(f"still lacks {', '.join(still)} after pulling them", where=host.name)
 
     def _pull_everywhere(self, hosts: list[Host], prepared: Prepared) -> dict[str, Delivered]:
         """Every node brings the release's images by digest, all at once; DeployError naming the first

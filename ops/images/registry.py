@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -61,9 +61,10 @@ def repository_for(project: str, service: str) -> str:
 
 
 def pull_script(pulls: Mapping[str, str]) -> str:
-    """Shell commands that pull each ref once and tag it with the compose name (services may share one)."""
+    """Shell commands that pull each ref once and tag it with the compose name (services may share
+    one); a ref with no name is only pulled (a swarm runs its images by digest)."""
     script = " && ".join(f"docker pull -q {q(ref)} >/dev/null" for ref in sorted(set(pulls)))
-    return script + "".join(f" && docker tag {q(ref)} {q(name)}" for ref, name in sorted(pulls.items()))
+    return script + "".join(f" && docker tag {q(ref)} {q(name)}" for ref, name in sorted(pulls.items()) if name)
 
 
 class LocalRegistryOverSSH:
@@ -125,12 +126,17 @@ class RegistryImages:
             self.push(local_ids, reporter)
         return local_ids
 
-    def push(self, images: dict[str, str], reporter: Reporter) -> dict[str, PushedImage]:
-        """service -> pushed image, for service -> local image ID; each image pushed once per run."""
-        with self._lock:  # hosts bring in parallel: the first one that needs an image pushes it
-            if not self._registry_open and images:
+    def _open(self, reporter: Reporter) -> None:
+        with self._lock:
+            if not self._registry_open:
                 self.registry.open(reporter)
                 self._registry_open = True
+
+    def push(self, images: dict[str, str], reporter: Reporter) -> dict[str, PushedImage]:
+        """service -> pushed image, for service -> local image ID; each image pushed once per run."""
+        if images:
+            self._open(reporter)
+        with self._lock:  # hosts bring in parallel: the first one that needs an image pushes it
             for service, image_id in sorted(images.items()):
                 if image_id not in self._pushed:
                     repository = self.registry.repository(self.project, service)
@@ -152,6 +158,16 @@ class RegistryImages:
         reporter.step(host.name, "images", CHANGED, f"pulled {names}{shown}")
         ids = present_after(host, images.refs, self.name)
         return Delivered(ids, received, host_repo_digests(host, images.refs, address))
+
+    def bring_pinned(self, host: Host, refs: Iterable[str], reporter: Reporter) -> None:
+        """Pull `registry/repository@sha256:...` refs a kept release pins onto a host that lacks them
+        (a rollback on a node that joined, or was cleaned, after that release was deployed)."""
+        wanted = sorted(set(refs))
+        self._open(reporter)
+        received = self.registry.pull(host, dict.fromkeys(wanted, ""), reporter)
+        shown = f" ({received / 1e6:.1f} MB)" if received else f" from {self.registry.address}"
+        count = f"{len(wanted)} missing image" + ("s" if len(wanted) != 1 else "")
+        reporter.step(host.name, "images", CHANGED, f"pulled {count} of the release{shown}")
 
 
 def host_repo_digests(host: Host, refs: Mapping[str, str], address: str) -> dict[str, str]:

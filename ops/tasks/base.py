@@ -116,7 +116,7 @@ def command(
 
     @functools.wraps(body)
     def run(c: Context, *args: Any, **kwargs: Any) -> Any:
-        if any(value in HELP_FLAGS for value in (*args, *kwargs.values())):
+        if any(isinstance(value, str) and value in HELP_FLAGS for value in (*args, *kwargs.values())):
             # `inv swarm.drain --help`: invoke hands "--help" to the positional argument.
             print_task_help(body, helps, positional)
             return None

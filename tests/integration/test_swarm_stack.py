@@ -99,10 +99,17 @@ def test_a_good_v2_under_load_fails_no_request(swarm: Lab) -> None:
 
 
 def test_rollback_puts_the_stack_back_on_v1(swarm: Lab) -> None:
+    # A node that lost v1's web image (cleaned, or joined after v1) pulls it by digest first.
+    v1_web = on_manager(
+        swarm, "docker service inspect demo_web --format '{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}'"
+    )
+    with Fleet.connect(swarm.env, only=[swarm.env.hosts[2].name]) as fleet:
+        fleet.hosts[0].run(f"docker image rm -f {shlex.quote(v1_web.strip())} >/dev/null")
     load = Load(swarm.spec.http_port(1), threads=2).start()
     done = run(swarm, "rollback")
     result = load.stop()
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "pulled 1 missing image of the release" in done.stdout, done.stdout
     assert version(swarm) == "v1"
     assert result.failures == 0, result.examples
 

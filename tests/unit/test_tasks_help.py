@@ -51,3 +51,19 @@ def test_help_after_a_task_with_a_positional_argument_shows_help_and_runs_nothin
     Program(namespace=namespace(), name="opskit", binary="opskit").run(["opskit", "swarm.drain", "--help"], exit=False)
     out = capsys.readouterr().out
     assert "Drain a node for maintenance" in out and "HOST" in out and "the node's hostname" in out
+
+
+def test_a_task_with_list_and_flag_arguments_still_runs() -> None:
+    from invoke.context import Context
+
+    from ops.tasks.base import command
+
+    seen = []
+
+    def pick(c: Context, name: str, only: list[str] | None = None, force: bool = False) -> None:
+        seen.append((name, only, force))
+
+    task = command(pick, iterable=["only"])
+    task(Context(), name="web", only=["a", "b"], force=True)
+    task(Context(), name="--help", only=[], force=False)
+    assert seen == [("web", ["a", "b"], True)]

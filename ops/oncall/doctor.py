@@ -8,13 +8,14 @@ HOST_CHECKS, LOCAL_CHECKS or SWARM_CHECKS (swarm_checks.py). Never changes anyth
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from ops.backup import last_drill, list_snapshots, target_dir
+from ops.backup import last_drill, list_snapshots, offsite_snapshots, target_dir
 from ops.config import Environment
 from ops.errors import OpsError
 from ops.host.lock import DEFAULT_TTL, LockInfo, read_lock
@@ -380,6 +381,35 @@ def backup_drill(env: Environment, now: float | None = None) -> list[Finding]:
     ]
 
 
+def offsite_age(env: Environment, now: float | None = None) -> list[Finding]:
+    """The newest complete copy at BACKUP_OFFSITE, judged by the local backups' policy: a copy that
+    quietly stopped (expired credentials, a full bucket) is found before the day it is needed.
+    Nothing to check when no offsite place is set."""
+    if not env.backup.offsite:
+        return []
+    try:
+        where, snapshots = offsite_snapshots(env)
+    except OpsError as error:
+        return [Finding("fail", f"offsite copies cannot be listed: {error.one_line()}", OFFSITE_FIX)]
+    dated = []
+    for snapshot in snapshots:
+        with contextlib.suppress(ValueError):
+            if snapshot.complete:
+                dated.append((datetime.fromisoformat(snapshot.created).timestamp(), snapshot.id))
+    if not dated:
+        return [Finding("warn", f"no complete snapshot at {where}", OFFSITE_FIX)]
+    created, newest = max(dated)
+    age_hours = ((now or time.time()) - created) / 3600
+    limit = float(env.backup.max_age_hours)
+    if age_hours > limit:
+        message = f"newest complete copy at {where}, {newest}, is {age_hours:.1f} h old (policy: {limit:g} h)"
+        return [Finding("fail", message, OFFSITE_FIX)]
+    return [Finding("pass", f"newest complete copy at {where}, {newest}, is {age_hours:.1f} h old")]
+
+
+OFFSITE_FIX = "inv backup.offsite; check BACKUP_OFFSITE, its credentials and the schedule (inv backup.schedule)"
+
+
 # --- the registry: a new check is one function above and one line here ---------------------------
 
 HostCheck = Callable[[HostFacts], list[Finding]]
@@ -398,7 +428,11 @@ HOST_CHECKS: tuple[tuple[str, HostCheck], ...] = (
     ("logs", log_rotation),
     ("lock", deploy_lock),
 )
-LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (("backup", backup_age), ("drill", backup_drill))
+LOCAL_CHECKS: tuple[tuple[str, LocalCheck], ...] = (
+    ("backup", backup_age),
+    ("drill", backup_drill),
+    ("offsite", offsite_age),
+)
 CHECK_NAMES = tuple(dict.fromkeys(name for name, _ in (*HOST_CHECKS, *SWARM_CHECKS, *LOCAL_CHECKS)))
 SWARM_HOST = "swarm"  # where the swarm's checks are shown: the whole swarm, not one host
 

@@ -256,3 +256,40 @@ def test_the_schedule_can_add_a_drill_and_drops_it_when_not_asked(tmp_path: Path
     assert entries[2].endswith("# opskit-drill:t") and "cron.log" in entries[2]
     schedule(env, "17 3 * * *", crontab=str(fake))
     assert len(table.read_text().splitlines()) == 2 and "backup.drill" not in table.read_text()
+
+
+def test_the_doctor_judges_the_newest_complete_offsite_copy_by_the_backup_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ops.backup.model import Snapshot
+    from ops.errors import BackupError
+    from ops.oncall import doctor
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "lab.env").write_text("HOSTS=127.0.0.1\n")
+    assert doctor.offsite_age(load_environment("lab", tmp_path, os.environ)) == []  # nothing set, no line
+    (tmp_path / "env" / "lab.env").write_text("HOSTS=127.0.0.1\nBACKUP_OFFSITE=s3://bucket/opskit\n")
+    env = load_environment("lab", tmp_path, os.environ)
+    where = "s3://bucket/opskit"
+    copies = [
+        Snapshot("20261201T010000Z", Path(where), True, created="2026-12-01T01:00:00+00:00"),
+        Snapshot("20261202T010000Z", Path(where), False, created="2026-12-02T01:00:00+00:00"),  # cut halfway
+    ]
+    monkeypatch.setattr(doctor, "offsite_snapshots", lambda env: (where, copies))
+    hour = 3600.0
+    copied = datetime(2026, 12, 1, 1, tzinfo=UTC).timestamp()
+    (finding,) = doctor.offsite_age(env, now=copied + 10 * hour)
+    assert (finding.status, finding.detail) == (
+        "pass",
+        f"newest complete copy at {where}, 20261201T010000Z, is 10.0 h old",
+    )
+    (finding,) = doctor.offsite_age(env, now=copied + 30 * hour)  # the cut copy does not count
+    assert finding.status == "fail" and "is 30.0 h old (policy: 26 h)" in finding.detail
+    assert "inv backup.offsite" in finding.fix
+
+    def unreachable(env: object) -> None:
+        raise BackupError("S3 answered AccessDenied", where=where)
+
+    monkeypatch.setattr(doctor, "offsite_snapshots", unreachable)
+    (finding,) = doctor.offsite_age(env)
+    assert finding.status == "fail" and "cannot be listed" in finding.detail and "AccessDenied" in finding.detail

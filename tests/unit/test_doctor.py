@@ -161,5 +161,5 @@ def test_every_registered_host_check_reports_in_the_registry_order() -> None:
     registered = [name for name, _ in HOST_CHECKS]
     assert list(dict.fromkeys(names)) == list(dict.fromkeys(registered))
     swarm = [name for name, _ in SWARM_CHECKS]  # shown after the hosts' checks, for ORCHESTRATOR=swarm
-    assert (*dict.fromkeys(registered), *swarm, "backup", "drill") == CHECK_NAMES
+    assert (*dict.fromkeys(registered), *swarm, "backup", "drill", "offsite") == CHECK_NAMES
     assert probe(None, "nope") == [("local", False, f"unknown doctor check 'nope' (known: {', '.join(CHECK_NAMES)})")]  # type: ignore[arg-type]

@@ -210,7 +210,7 @@ class SwarmOrchestrator:
         for node in missing.outcomes:
             if node.error:
                 raise DeployError(
-                    f"node {node.host} lacks images of {target.id} and could not pull them: {node.error.one_line()}",
+                    f"node {node.host} could not check or pull the images of {target.id}: {node.error.one_line()}",
                     where=node.host,
                     hint=f"nothing was changed in the swarm; deploy {target.version} again instead",
                 )

@@ -76,6 +76,7 @@ def deploy(env: Environment, reporter: Reporter, options: DeployOptions) -> Depl
             return result
         if isinstance(orchestrator, ClusterOrchestrator):
             cluster = orchestrator
+            fleet = Fleet(cluster.answering(fleet.hosts), env.parallel)
             work: ClusterWork = lambda hosts: cluster.deploy_cluster(hosts, prepared)  # noqa: E731
         else:
             per_host = orchestrator
@@ -105,6 +106,7 @@ def rollback(
     with Fleet.connect(env, only=hosts) as fleet:
         if isinstance(orchestrator, ClusterOrchestrator):
             cluster = orchestrator
+            fleet = Fleet(cluster.answering(fleet.hosts), env.parallel)
             work: ClusterWork = lambda all_hosts: cluster.rollback_cluster(all_hosts, to)  # noqa: E731
         else:
             per_host = orchestrator

@@ -86,3 +86,8 @@ class ClusterOrchestrator(Protocol):
     def current(self, host: Host) -> Release | None:
         """The current release as this host records it (None where it records none)."""
         ...
+
+    def answering(self, hosts: list[Host]) -> list[Host]:
+        """The hosts a deploy or rollback works on (and locks): all, or those left when a host that
+        does not answer may be left out; OpsError when it may not."""
+        ...

@@ -29,6 +29,7 @@ from ops.deploy.releases import Release, ReleaseStore, new_release_id, prune, ro
 from ops.deploy.stackfile import STACK_FILE, StackFile, stack_file
 from ops.deploy.swarm_gate import SwarmService, read_stack, task_ids, wait_converged
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
+from ops.host.labels import NODE_HOST_LABEL
 from ops.host.lock import operator
 from ops.images import Delivered, ImageDelivery, delivery_for, host_image_ids
 from ops.images.registry import RegistryImages
@@ -42,6 +43,28 @@ REMOVE_UNUSED = (
     "for kind in secret config; do docker $kind ls --filter label=com.docker.stack.namespace={stack}"
     " --format '{{{{.ID}}}}' | xargs -r docker $kind rm 2>/dev/null; done; true"
 )
+
+
+# On a manager: each node's labels, state and role.
+NODES = (
+    "docker node ls -q | xargs -r docker node inspect --format '{{json .Spec.Labels}}|{{.Status.State}}|{{.Spec.Role}}'"
+)
+
+
+def down_workers(leader: Host) -> set[str]:
+    """The hosts (as HOSTS names them, by each node's host label) of workers the swarm reports down."""
+    down = set()
+    for line in leader.run(NODES, timeout=60).stdout.splitlines():
+        if line.count("|") < 2:
+            continue
+        labels_text, state, role = line.rsplit("|", 2)
+        try:
+            labels = json.loads(labels_text or "null") or {}
+        except ValueError:
+            continue
+        if state.strip() == "down" and role.strip() == "worker" and labels.get(NODE_HOST_LABEL):
+            down.add(str(labels[NODE_HOST_LABEL]))
+    return down
 
 
 def managers(hosts: list[Host]) -> list[Host]:
@@ -104,6 +127,34 @@ class SwarmOrchestrator:
 
     def current(self, host: Host) -> Release | None:
         return ReleaseStore(host, self.env.project).current()
+
+    def answering(self, hosts: list[Host]) -> list[Host]:
+        """The nodes a deploy or rollback works on: every host, except a worker that does not answer
+        over SSH while the swarm reports its node down (its tasks already run on the others; it
+        gets the images it lacks from the next deploy after it is back). Any other host that does
+        not answer stops here, before anything changed."""
+        probed = Fleet(hosts, self.env.parallel).map(lambda host: host.run("true", timeout=30))
+        silent = {outcome.host: outcome.error.message for outcome in probed.outcomes if outcome.error}
+        if not silent:
+            return hosts
+        answering = [host for host in hosts if host.name not in silent]
+        leaders = [host for host in answering if host.spec.manager]
+        if not leaders:
+            raise DeployError(
+                f"no manager answers ({'; '.join(f'{name}: {why}' for name, why in silent.items())})",
+                hint="a swarm deploy goes through a manager: bring one back",
+            )
+        down = down_workers(leaders[0])
+        for name, why in silent.items():
+            if name not in down:
+                raise DeployError(
+                    f"does not answer ({why}) and the swarm does not report it as a down worker",
+                    where=name,
+                    hint="bring it back, or wait until `inv ops.status` shows its node down; nothing was changed",
+                )
+        for name in silent:
+            self.reporter.step(name, "node", SKIPPED, "down in the swarm: left out (its tasks run on the other nodes)")
+        return answering
 
     def _check(self, prepared: Prepared, images: dict[str, str]) -> StackFile:
         if self.delivery.name != "registry":

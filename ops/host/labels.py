@@ -10,6 +10,9 @@ CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 # A swarm's: `docker stack deploy` labels services, tasks and volumes with their stack.
 STACK_LABEL = "com.docker.stack.namespace"
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # on a task's container: <stack>_<service>
+# On a swarm node (set by provisioning): the host as HOSTS names it. A deploy that cannot reach a
+# host finds its node by it, to leave out a worker the swarm reports down.
+NODE_HOST_LABEL = "opskit.host"
 
 # opskit's own, set in a stack's compose file.
 SWAP_LABEL = "opskit.swap"  # this service is swapped blue-green on deploy

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ops.config import HostSpec
 from ops.errors import HostError
+from ops.host.labels import NODE_HOST_LABEL
 from ops.transport import Host
 from ops.transport.shell import q, sections
 
@@ -41,8 +42,8 @@ class NodeFacts:
     cluster_id: str = ""
     ufw_from: frozenset[tuple[str, str, str]] = frozenset()  # (port, proto, source) ufw lets in
     ufw_stale: frozenset[tuple[str, str, str]] = frozenset()  # our swarm rules from other sources
-    # On a manager: every node of its swarm, id -> (role, hostname, our role labels).
-    nodes: Mapping[str, tuple[str, str, frozenset[str]]] = field(default_factory=dict)
+    # On a manager: every node of its swarm, id -> (role, hostname, our role labels, its host label).
+    nodes: Mapping[str, tuple[str, str, frozenset[str], str]] = field(default_factory=dict)
     error: str = ""  # docker info's error for the swarm (state error)
 
 
@@ -98,7 +99,7 @@ def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts
     address = given_address
     for line in [*answers.get("routes", "").splitlines(), answers.get("default-route", "")]:
         address = address or _route_source(line)
-    nodes: dict[str, tuple[str, str, frozenset[str]]] = {}
+    nodes: dict[str, tuple[str, str, frozenset[str], str]] = {}
     for line in answers.get("nodes", "").splitlines():
         parts = line.split(" ", 3)
         if len(parts) == 4:
@@ -106,7 +107,7 @@ def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts
             ours = frozenset(
                 k[len(ROLE_LABEL) :] for k, v in labels.items() if k.startswith(ROLE_LABEL) and v == "true"
             )
-            nodes[parts[0]] = (parts[1], parts[2], ours)
+            nodes[parts[0]] = (parts[1], parts[2], ours, str(labels.get(NODE_HOST_LABEL, "")))
     rules, ours = _ufw_rules(answers.get("ufw-rules", ""))
     return NodeFacts(
         host=host,
@@ -206,8 +207,13 @@ def plan_formation(
             changes.append(FormationChange(spec.name, f"{verb} to {role}", verb))
     for spec in specs:
         node = facts[spec.name]
-        have = lead.nodes.get(node.node_id, ("", "", frozenset()))[2] if lead.state == "active" else frozenset()
+        _, _, have, host_label = (
+            lead.nodes.get(node.node_id, ("", "", frozenset(), ""))
+            if lead.state == "active"
+            else ("", "", frozenset(), "")
+        )
         add = tuple(f"{ROLE_LABEL}{role}=true" for role in spec.roles if role not in have)
+        add += (f"{NODE_HOST_LABEL}={spec.name}",) if host_label != spec.name else ()
         remove = tuple(f"{ROLE_LABEL}{role}" for role in sorted(have - set(spec.roles)))
         if add or remove:
             shown = ", ".join([*add, *(f"-{label}" for label in remove)])

@@ -38,10 +38,10 @@ def test_a_second_provision_changes_nothing_and_the_swarm_has_three_labelled_nod
         swarm_lab,
         "docker node ls -q | xargs docker node inspect --format '{{.Spec.Role}} {{.Status.State}} {{json .Spec.Labels}}'",
     )
+    ports = [swarm_lab.spec.ssh_port(index) for index in (1, 2, 3)]
     assert sorted(nodes.splitlines()) == [
-        'manager ready {"opskit.role.manager":"true"}',
-        'worker ready {"opskit.role.worker":"true"}',
-        'worker ready {"opskit.role.worker":"true"}',
+        f'manager ready {{"opskit.host":"127.0.0.1:{ports[0]}","opskit.role.manager":"true"}}',
+        *sorted(f'worker ready {{"opskit.host":"127.0.0.1:{port}","opskit.role.worker":"true"}}' for port in ports[1:]),
     ]
 
 

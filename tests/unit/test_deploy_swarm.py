@@ -84,3 +84,40 @@ def test_secrets_and_configs_no_service_uses_are_removed_and_counted_not_named(t
     quiet = RecordingReporter()
     SwarmOrchestrator(env, quiet, delivery=object())._remove_unused(Host(HostSpec("m1"), FakeRunner()))  # type: ignore[arg-type]
     assert quiet.events == []
+
+
+def nodes_listing(*rows: tuple[str, str, str]) -> str:
+    """`docker node inspect` lines as NODES prints them: labels JSON|state|role."""
+    return "".join(f'{{"opskit.host":"{host}","opskit.role.x":"true"}}|{state}|{role}\n' for host, state, role in rows)
+
+
+def test_a_worker_the_swarm_reports_down_is_left_out_and_any_other_silent_host_stops_the_deploy(
+    tmp_path: Path,
+) -> None:
+    from ops.console import SKIPPED
+
+    env = swarm_env(tmp_path)
+    listing = nodes_listing(("m1", "ready", "manager"), ("w1", "ready", "worker"), ("w2", "down", "worker"))
+
+    def fleet(silent: str) -> list[Host]:
+        runners = {
+            "m1": FakeRunner({"docker node inspect": (0, listing)}),
+            "w1": FakeRunner(),
+            "w2": FakeRunner(),
+        }
+        if silent:
+            runners[silent] = FakeRunner(unreachable="connection refused")
+        return [Host(spec, runners[spec.name]) for spec in env.hosts]
+
+    reporter = RecordingReporter()
+    orchestrator = SwarmOrchestrator(env, reporter, delivery=object())  # type: ignore[arg-type]
+    assert [host.name for host in orchestrator.answering(fleet(""))] == ["m1", "w1", "w2"]
+    assert reporter.events == []
+    assert [host.name for host in orchestrator.answering(fleet("w2"))] == ["m1", "w1"]
+    assert [(e.host, e.status, e.detail) for e in reporter.events] == [
+        ("w2", SKIPPED, "down in the swarm: left out (its tasks run on the other nodes)")
+    ]
+    with pytest.raises(DeployError, match=r"does not answer .* and the swarm does not report it as a down worker"):
+        orchestrator.answering(fleet("w1"))  # the swarm still counts it ready: a partition, not a dead node
+    with pytest.raises(DeployError, match="no manager answers"):
+        orchestrator.answering(fleet("m1"))

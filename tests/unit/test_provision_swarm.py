@@ -133,12 +133,15 @@ def test_node_facts_read_the_swarm_its_nodes_and_our_ufw_rules() -> None:
         MANAGER,
         node_output(
             swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True, "Cluster": {"ID": "c1"}},
-            nodes='n1 manager m1 {"opskit.role.manager":"true","team":"a"}\nn2 worker w1 null\n',
+            nodes='n1 manager m1 {"opskit.role.manager":"true","opskit.host":"10.0.0.1","team":"a"}\nn2 worker w1 null\n',
             ufw=ufw_line("2377", "tcp", "10.0.0.2") + ufw_line("80", "tcp", "0.0.0.0/0", ours=False),
         ),
     )
     assert (facts.state, facts.node_id, facts.manager, facts.cluster_id) == ("active", "n1", True, "c1")
-    assert facts.nodes == {"n1": ("manager", "m1", frozenset({"manager"})), "n2": ("worker", "w1", frozenset())}
+    assert facts.nodes == {
+        "n1": ("manager", "m1", frozenset({"manager"}), "10.0.0.1"),
+        "n2": ("worker", "w1", frozenset(), ""),
+    }
     assert facts.ufw_from == {("2377", "tcp", "10.0.0.2"), ("80", "tcp", "0.0.0.0/0")}
     assert facts.ufw_stale == {("2377", "tcp", "10.0.0.2")}
 
@@ -159,9 +162,9 @@ def formed_fleet() -> dict[str, NodeFacts]:
         return frozenset((p, proto, other) for other in ids if other != host for p, proto in ports)
 
     nodes = {
-        "n1": ("manager", "m", frozenset({"manager"})),
-        "n2": ("worker", "w1", frozenset({"worker"})),
-        "n3": ("worker", "w2", frozenset()),
+        "n1": ("manager", "m", frozenset({"manager"}), MANAGER),
+        "n2": ("worker", "w1", frozenset({"worker"}), WORKER1),
+        "n3": ("worker", "w2", frozenset(), WORKER2),
     }
     return {
         host: NodeFacts(
@@ -186,8 +189,9 @@ def test_a_fresh_fleet_plans_ufw_from_each_peer_init_joins_and_labels() -> None:
         (MANAGER, "docker swarm init (advertise 10.0.0.1)"),
         (WORKER1, "join as worker via 10.0.0.1:2377"),
         (WORKER2, "join as worker via 10.0.0.1:2377"),
-        (MANAGER, "node labels opskit.role.manager=true"),
-        (WORKER1, "node labels opskit.role.worker=true"),
+        (MANAGER, "node labels opskit.role.manager=true, opskit.host=10.0.0.1"),
+        (WORKER1, "node labels opskit.role.worker=true, opskit.host=10.0.0.2"),
+        (WORKER2, "node labels opskit.host=10.0.0.3"),  # every node names its host, for a deploy
     ]
     ufw = [change for change in plan.changes if change.kind == "ufw" and change.host == WORKER1]
     assert [change.description for change in ufw][:4] == [
@@ -294,7 +298,11 @@ def test_formation_inits_joins_with_the_token_on_stdin_only_and_labels(tmp_path:
     # The token is on no command line and in no reported line.
     assert not any(TOKEN in command for entries in ran.values() for command in entries)
     assert not any(TOKEN in event.detail for event in reporter.events)
-    assert "docker node update --label-add opskit.role.worker=true id-10.0.0.2" in ran[MANAGER]
+    assert (
+        "docker node update --label-add opskit.role.worker=true --label-add opskit.host=10.0.0.2 id-10.0.0.2"
+        in ran[MANAGER]
+    )
+    assert "docker node update --label-add opskit.host=10.0.0.3 id-10.0.0.3" in ran[MANAGER]
     assert not any("label" in command for command in ran[WORKER2])
 
 
@@ -322,8 +330,9 @@ def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
     env = swarm_env(tmp_path)
     manager = node_output(
         swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
-        nodes='n1 manager m {"opskit.role.manager":"true"}\nn2 worker w1 {"opskit.role.worker":"true"}\n'
-        "n3 worker w2 null\n",
+        nodes='n1 manager m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
+        'n2 worker w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
+        'n3 worker w2 {"opskit.host":"10.0.0.3"}\n',
         ufw="".join(ufw_line(p, pr, s) for s in (WORKER1, WORKER2) for p, pr in (("2377", "tcp"),)),
         routes="10.0.0.9 dev ens4 src 10.0.0.1",
     )

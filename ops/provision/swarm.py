@@ -31,6 +31,17 @@ DEFAULT_ROUTE_PROBE = "192.0.2.1"
 
 
 @dataclass(frozen=True)
+class MemberNode:
+    """A node of the swarm as a manager lists it."""
+
+    role: str  # manager, worker
+    hostname: str
+    state: str = "ready"  # ready, down, unknown, disconnected
+    roles: frozenset[str] = frozenset()  # our role labels on it
+    host: str = ""  # its opskit.host label: the host as HOSTS named it when it was provisioned
+
+
+@dataclass(frozen=True)
 class NodeFacts:
     """One host as the swarm sees it: read by node_facts_script, parsed by parse_node_facts."""
 
@@ -42,8 +53,7 @@ class NodeFacts:
     cluster_id: str = ""
     ufw_from: frozenset[tuple[str, str, str]] = frozenset()  # (port, proto, source) ufw lets in
     ufw_stale: frozenset[tuple[str, str, str]] = frozenset()  # our swarm rules from other sources
-    # On a manager: every node of its swarm, id -> (role, hostname, our role labels, its host label).
-    nodes: Mapping[str, tuple[str, str, frozenset[str], str]] = field(default_factory=dict)
+    nodes: Mapping[str, MemberNode] = field(default_factory=dict)  # on a manager: its swarm's, by node ID
     error: str = ""  # docker info's error for the swarm (state error)
 
 
@@ -55,7 +65,7 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH; 
 s() {{ printf '\\n@@%s@@\\n' "$1"; }}
 s swarm; command -v docker >/dev/null && timeout 20 docker info --format '{{{{json .Swarm}}}}' 2>/dev/null
 s nodes; if command -v docker >/dev/null && [ "$(docker info --format '{{{{.Swarm.ControlAvailable}}}}' 2>/dev/null)" = true ]; then
-  docker node ls -q | xargs -r docker node inspect --format '{{{{.ID}}}} {{{{.Spec.Role}}}} {{{{.Description.Hostname}}}} {{{{json .Spec.Labels}}}}'; fi
+  docker node ls -q | xargs -r docker node inspect --format '{{{{.ID}}}} {{{{.Spec.Role}}}} {{{{.Status.State}}}} {{{{.Description.Hostname}}}} {{{{json .Spec.Labels}}}}'; fi
 s routes; for p in {targets}; do a=$(getent ahostsv4 "$p" 2>/dev/null | awk 'NR==1{{print $1}}'); [ -n "$a" ] && ip -o route get "$a" 2>/dev/null | head -1; done
 s default-route; ip -o route get {DEFAULT_ROUTE_PROBE} 2>/dev/null | head -1
 s ufw-rules; cat /etc/ufw/user.rules 2>/dev/null
@@ -99,15 +109,16 @@ def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts
     address = given_address
     for line in [*answers.get("routes", "").splitlines(), answers.get("default-route", "")]:
         address = address or _route_source(line)
-    nodes: dict[str, tuple[str, str, frozenset[str], str]] = {}
+    nodes = {}
     for line in answers.get("nodes", "").splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) == 4:
-            labels = json.loads(parts[3] or "null") or {}
+        parts = line.split(" ", 4)
+        if len(parts) == 5:
+            labels = json.loads(parts[4] or "null") or {}
             ours = frozenset(
                 k[len(ROLE_LABEL) :] for k, v in labels.items() if k.startswith(ROLE_LABEL) and v == "true"
             )
-            nodes[parts[0]] = (parts[1], parts[2], ours, str(labels.get(NODE_HOST_LABEL, "")))
+            host = str(labels.get(NODE_HOST_LABEL, ""))
+            nodes[parts[0]] = MemberNode(parts[1], parts[3], parts[2], ours, host)
     rules, ours = _ufw_rules(answers.get("ufw-rules", ""))
     return NodeFacts(
         host=host,
@@ -132,7 +143,7 @@ class FormationChange:
 
     host: str
     description: str
-    kind: str  # ufw, init, join, promote, demote, labels
+    kind: str  # ufw, init, join, promote, demote, labels, remove
     commands: tuple[str, ...] = ()  # ufw: run on host
     labels_add: tuple[str, ...] = ()
     labels_remove: tuple[str, ...] = ()
@@ -202,23 +213,38 @@ def plan_formation(
             )
         if not member:
             changes.append(FormationChange(spec.name, f"join as {role} via {lead.address}:2377", "join"))
-        elif lead.nodes[node.node_id][0] != role:
+        elif lead.nodes[node.node_id].role != role:
             verb = "promote" if spec.manager else "demote"
             changes.append(FormationChange(spec.name, f"{verb} to {role}", verb))
     for spec in specs:
         node = facts[spec.name]
-        _, _, have, host_label = (
-            lead.nodes.get(node.node_id, ("", "", frozenset(), ""))
-            if lead.state == "active"
-            else ("", "", frozenset(), "")
-        )
+        listed = lead.nodes.get(node.node_id, MemberNode("", "")) if lead.state == "active" else MemberNode("", "")
+        have = listed.roles
         add = tuple(f"{ROLE_LABEL}{role}=true" for role in spec.roles if role not in have)
-        add += (f"{NODE_HOST_LABEL}={spec.name}",) if host_label != spec.name else ()
+        add += (f"{NODE_HOST_LABEL}={spec.name}",) if listed.host != spec.name else ()
         remove = tuple(f"{ROLE_LABEL}{role}" for role in sorted(have - set(spec.roles)))
         if add or remove:
             shown = ", ".join([*add, *(f"-{label}" for label in remove)])
             changes.append(FormationChange(spec.name, f"node labels {shown}", "labels", (), add, remove))
+    changes += _departed(specs, facts, leader.name) if lead.state == "active" else []
     return FormationPlan(leader.name, tuple(changes))
+
+
+def _departed(specs: Sequence[HostSpec], facts: Mapping[str, NodeFacts], leader: str) -> list[FormationChange]:
+    """Removals of down workers that are no longer any host's node (by the host label provisioning
+    gave them): a decommissioned server's, or the old node of a host that joined again as a new
+    one, which would stay down in the swarm for ever. A node still up, a manager, or a node
+    without the label is left alone."""
+    names = {spec.name for spec in specs}
+    ours = {facts[spec.name].node_id for spec in specs}
+    changes = []
+    for node_id, node in sorted(facts[leader].nodes.items()):
+        if not node.host or node_id in ours or node.role != "worker" or node.state != "down":
+            continue
+        why = "joined again as another node" if node.host in names else "is no longer in HOSTS"
+        description = f"remove node {node.hostname} (its host {node.host} {why}; the node is down)"
+        changes.append(FormationChange(leader, description, "remove", (f"docker node rm {q(node_id)}",)))
+    return changes
 
 
 # ---------------------------------------------------------------- apply
@@ -240,7 +266,7 @@ def node_id(host: Host) -> str:
 def apply_change(
     change: FormationChange, hosts: Mapping[str, Host], plan: FormationPlan, facts: Mapping[str, NodeFacts]
 ) -> None:
-    """Run one change; the order of plan.changes (ufw, init, joins, roles, labels) is the order needed."""
+    """Run one change; the order of plan.changes (ufw, init, joins, roles, labels, removals) is the order needed."""
     host, leader = hosts[change.host], hosts[plan.leader]
     address = facts[change.host].address
     if change.kind == "ufw":
@@ -260,6 +286,9 @@ def apply_change(
         )
     elif change.kind in ("promote", "demote"):
         leader.sudo(f"docker node {change.kind} {q(node_id(host))}", timeout=60)
+    elif change.kind == "remove":
+        for command in change.commands:
+            leader.sudo(command, timeout=60)
     elif change.kind == "labels":
         flags = [f"--label-add {q(label)}" for label in change.labels_add]
         flags += [f"--label-rm {q(label)}" for label in change.labels_remove]

@@ -14,7 +14,7 @@ from ops.console import CHANGED, OK, SKIPPED, WOULD_CHANGE, RecordingReporter
 from ops.errors import ConfigError, HostError
 from ops.provision import ProvisionSettings, parse_facts, plan_host, provision
 from ops.provision.run import HostProvisionReport, form_swarm
-from ops.provision.swarm import NodeFacts, parse_node_facts, plan_formation
+from ops.provision.swarm import MemberNode, NodeFacts, parse_node_facts, plan_formation
 from ops.transport import CommandResult
 from tests.unit.test_provision import FACTS_MARK, fresh_output, make_env, written
 
@@ -133,14 +133,15 @@ def test_node_facts_read_the_swarm_its_nodes_and_our_ufw_rules() -> None:
         MANAGER,
         node_output(
             swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True, "Cluster": {"ID": "c1"}},
-            nodes='n1 manager m1 {"opskit.role.manager":"true","opskit.host":"10.0.0.1","team":"a"}\nn2 worker w1 null\n',
+            nodes='n1 manager ready m1 {"opskit.role.manager":"true","opskit.host":"10.0.0.1","team":"a"}\n'
+            "n2 worker down w1 null\n",
             ufw=ufw_line("2377", "tcp", "10.0.0.2") + ufw_line("80", "tcp", "0.0.0.0/0", ours=False),
         ),
     )
     assert (facts.state, facts.node_id, facts.manager, facts.cluster_id) == ("active", "n1", True, "c1")
     assert facts.nodes == {
-        "n1": ("manager", "m1", frozenset({"manager"}), "10.0.0.1"),
-        "n2": ("worker", "w1", frozenset(), ""),
+        "n1": MemberNode("manager", "m1", "ready", frozenset({"manager"}), "10.0.0.1"),
+        "n2": MemberNode("worker", "w1", "down"),
     }
     assert facts.ufw_from == {("2377", "tcp", "10.0.0.2"), ("80", "tcp", "0.0.0.0/0")}
     assert facts.ufw_stale == {("2377", "tcp", "10.0.0.2")}
@@ -162,9 +163,9 @@ def formed_fleet() -> dict[str, NodeFacts]:
         return frozenset((p, proto, other) for other in ids if other != host for p, proto in ports)
 
     nodes = {
-        "n1": ("manager", "m", frozenset({"manager"}), MANAGER),
-        "n2": ("worker", "w1", frozenset({"worker"}), WORKER1),
-        "n3": ("worker", "w2", frozenset(), WORKER2),
+        "n1": MemberNode("manager", "m", "ready", frozenset({"manager"}), MANAGER),
+        "n2": MemberNode("worker", "w1", "ready", frozenset({"worker"}), WORKER1),
+        "n3": MemberNode("worker", "w2", "ready", frozenset(), WORKER2),
     }
     return {
         host: NodeFacts(
@@ -208,6 +209,37 @@ def test_a_fresh_fleet_plans_ufw_from_each_peer_init_joins_and_labels() -> None:
 def test_a_formed_fleet_plans_nothing() -> None:
     plan = plan_formation(SPECS, formed_fleet())
     assert plan.changes == ()
+
+
+def test_a_down_worker_whose_host_left_hosts_is_removed_and_no_other_node_is() -> None:
+    facts = formed_fleet()
+    manager = facts[MANAGER]
+    departed = {
+        "n4": MemberNode("worker", "old", "down", frozenset({"worker"}), "10.0.0.4"),  # decommissioned
+        "n5": MemberNode("worker", "busy", "ready", frozenset(), "10.0.0.5"),  # up: left alone
+        "n6": MemberNode("manager", "oldm", "down", frozenset(), "10.0.0.6"),  # a manager: left alone
+        "n7": MemberNode("worker", "foreign", "down"),  # no host label: not ours to judge
+        "n8": MemberNode("worker", "w1-before", "down", frozenset(), WORKER1),  # WORKER1's node until it rejoined
+    }
+    facts[MANAGER] = NodeFacts(
+        MANAGER, MANAGER, "active", "n1", manager=True, ufw_from=manager.ufw_from, ufw_stale=manager.ufw_stale,
+        nodes={**manager.nodes, **departed},
+    )  # fmt: skip
+    plan = plan_formation(SPECS, facts)
+    assert [(c.host, c.description, c.kind, c.commands) for c in plan.changes] == [
+        (
+            MANAGER,
+            "remove node old (its host 10.0.0.4 is no longer in HOSTS; the node is down)",
+            "remove",
+            ("docker node rm n4",),
+        ),
+        (
+            MANAGER,
+            f"remove node w1-before (its host {WORKER1} joined again as another node; the node is down)",
+            "remove",
+            ("docker node rm n8",),
+        ),
+    ]
 
 
 def test_role_changes_promote_and_relabel_and_stale_rules_go() -> None:
@@ -330,9 +362,9 @@ def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
     env = swarm_env(tmp_path)
     manager = node_output(
         swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
-        nodes='n1 manager m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
-        'n2 worker w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
-        'n3 worker w2 {"opskit.host":"10.0.0.3"}\n',
+        nodes='n1 manager ready m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
+        'n2 worker ready w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
+        'n3 worker ready w2 {"opskit.host":"10.0.0.3"}\n',
         ufw="".join(ufw_line(p, pr, s) for s in (WORKER1, WORKER2) for p, pr in (("2377", "tcp"),)),
         routes="10.0.0.9 dev ens4 src 10.0.0.1",
     )
@@ -350,6 +382,32 @@ def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
         (OK, "manager (leader) of 3 nodes, advertises 10.0.0.1"),
         (OK, "worker of 3 nodes, advertises 10.0.0.2"),
         (OK, "worker of 3 nodes, advertises 10.0.0.3"),
+    ]
+
+
+def test_provisioning_removes_a_departed_down_worker_on_the_leader(tmp_path: Path) -> None:
+    env = swarm_env(tmp_path)
+    manager = node_output(
+        swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
+        nodes='n1 manager ready m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
+        'n2 worker ready w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
+        'n3 worker ready w2 {"opskit.host":"10.0.0.3"}\n'
+        'n4 worker down old {"opskit.host":"10.0.0.4"}\n',
+        routes="10.0.0.9 dev ens4 src 10.0.0.1",
+    )
+    outputs = {MANAGER: manager}
+    for host, node in ((WORKER1, "n2"), (WORKER2, "n3")):
+        outputs[host] = node_output(swarm={"LocalNodeState": "active", "NodeID": node}, routes=f"x src {host}")
+    log: dict[str, list[tuple[str, str]]] = {}
+    reports = [HostProvisionReport(spec.name) for spec in env.hosts]
+    settings = ProvisionSettings.from_env(env)
+    form_swarm(
+        env, settings.__class__(**{**settings.__dict__, "skip": frozenset({"firewall"})}), reports,
+        RecordingReporter(), runner_factory=fleet_factory(outputs, log),
+    )  # fmt: skip
+    assert "docker node rm n4" in [command for command, _ in log[MANAGER]]
+    assert [(e.status, e.detail) for e in reports[0].events] == [
+        (CHANGED, "remove node old (its host 10.0.0.4 is no longer in HOSTS; the node is down)")
     ]
 
 

@@ -45,7 +45,8 @@ def explain_failures(reports: Iterable[HostDeployReport], environment: str) -> F
             {report.failing.container for report in same if report.failing and report.failing.container}
         )
         named = f"{service} ({containers[0]})" if len(containers) == 1 else service
-        logs.append(f"last {len(lines)} log lines of {named} on {_hosts([report.host for report in same])}:")
+        where = [(report.failing.node if report.failing else "") or report.host for report in same]
+        logs.append(f"last {len(lines)} log lines of {named} on {_hosts(where)}:")
         logs.extend(f"{INDENT}{line}" for line in lines)
     services = sorted({report.failing.service for report in failed if report.failing is not None})
     next_steps = []

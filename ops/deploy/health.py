@@ -31,6 +31,7 @@ class ServiceHealth:
     container: str = ""  # the failing container's name
     exit_code: int | None = None  # of an exited container
     oom_killed: bool = False
+    node: str = ""  # the host the container ran on, when not the one reporting (a swarm task's node)
 
     @property
     def ok(self) -> bool:

@@ -27,7 +27,7 @@ from ops.deploy.orchestrator import HostDeployReport
 from ops.deploy.prepare import Prepared
 from ops.deploy.releases import Release, ReleaseStore, new_release_id, prune, rollback_target
 from ops.deploy.stackfile import STACK_FILE, StackFile, stack_file
-from ops.deploy.swarm_gate import SwarmService, read_stack, task_ids, wait_converged
+from ops.deploy.swarm_gate import SwarmService, failed_task_evidence, read_stack, task_ids, wait_converged
 from ops.errors import DeployError, HealthGateError, HostError, OpsError
 from ops.host.labels import NODE_HOST_LABEL
 from ops.host.lock import operator
@@ -35,6 +35,7 @@ from ops.images import Delivered, ImageDelivery, delivery_for, host_image_ids
 from ops.images.registry import RegistryImages
 from ops.stack.compose import duration_seconds
 from ops.transport import Fleet, Host
+from ops.transport.shell import last_line
 
 STACK_DEPLOY = "docker stack deploy --prune --resolve-image never -c {file} {stack}"
 # Every secret and config of the stack, removed unless a service still uses it (docker refuses
@@ -235,11 +236,12 @@ class SwarmOrchestrator:
         try:
             self._deploy_stack(leader, release, gate_timeout(env, stack.spec))
         except (HealthGateError, HostError, DeployError) as error:
-            reporter.step(leader.name, "deploy", FAILED, error.one_line())
+            reporter.step(leader.name, "deploy", FAILED, error.line_for(leader.name))
             for manager in leaders:
                 ReleaseStore(manager, env.project).write_metadata(release.with_status("failed"))
             outcome = self._restore(leader, previous)
-            return self._reports(hosts, leader, outcome, release, previous, started, sent, error)
+            explained = self._with_evidence(hosts, leader, error)
+            return self._reports(hosts, leader, outcome, release, previous, started, sent, explained)
         for manager in leaders:
             manager_store = ReleaseStore(manager, env.project)
             manager_store.activate(release)
@@ -268,11 +270,11 @@ class SwarmOrchestrator:
         try:
             self._deploy_stack(leader, target, self._release_timeout(leader, target))
         except (HealthGateError, HostError, DeployError) as error:
-            self.reporter.step(leader.name, "rollback", FAILED, error.one_line())
+            self.reporter.step(leader.name, "rollback", FAILED, error.line_for(leader.name))
             outcome = self._restore(leader, current)
-            return self._reports(
-                hosts, leader, "failed" if outcome == "failed" else "rolled-back", target, current, started, {}, error
-            )
+            explained = self._with_evidence(hosts, leader, error)
+            result = "failed" if outcome == "failed" else "rolled-back"
+            return self._reports(hosts, leader, result, target, current, started, {}, explained)
         for manager in leaders:
             manager_store = ReleaseStore(manager, self.env.project)
             if manager_store.get(target.id):
@@ -280,6 +282,27 @@ class SwarmOrchestrator:
         self.reporter.step(leader.name, "current", CHANGED, f"-> {target.id}")
         self._remove_unused(leader)
         return self._reports(hosts, leader, "deployed", target, current, started, {})
+
+    def _with_evidence(self, hosts: list[Host], leader: Host, error: OpsError) -> OpsError:
+        """A failed gate's error with what the failing service's newest stopped task left on its
+        node: the last health output or exit code in the line, its log lines for the explanation.
+        The error as it was when there is nothing to add or the node does not answer."""
+        failing = getattr(error, "service", None)
+        if not isinstance(error, HealthGateError) or not isinstance(failing, ServiceHealth):
+            return error
+        try:
+            found = failed_task_evidence(leader, hosts, self.env.project, failing.service)
+        except OpsError:
+            return error
+        if found is None:
+            return error
+        said = f"last health output: {last_line(found.health_output, limit=200)}" if found.health_output else ""
+        if not said and found.exit_code is not None:
+            said = f"exited with code {found.exit_code}" + (" (OOM-killed)" if found.oom_killed else "")
+        message = f"{error.message}; its container {found.container} on {found.node}: {said}" if said else error.message
+        richer = HealthGateError(message, where=error.where, hint=error.hint)
+        richer.service = found
+        return richer
 
     def _remove_unused(self, leader: Host) -> None:
         """Secrets and configs are named after their content, so each change made new ones: those no
@@ -363,7 +386,7 @@ class SwarmOrchestrator:
         try:
             self._deploy_stack(leader, previous, self._release_timeout(leader, previous))
         except OpsError as error:
-            self.reporter.step(leader.name, "restore", FAILED, error.one_line())
+            self.reporter.step(leader.name, "restore", FAILED, error.line_for(leader.name))
             return "failed"
         self.reporter.step(leader.name, "restore", CHANGED, f"the whole stack back on {previous.id}")
         return "rolled-back"
@@ -403,7 +426,7 @@ class SwarmOrchestrator:
                 images_sent=sent.get(host.name, 0),
             )
             if error is not None and host is leader:
-                report.error = error.one_line()
+                report.error = error.line_for(host.name)
                 failing = getattr(error, "service", None)
                 report.failing = failing if isinstance(failing, ServiceHealth) else None
             reports.append(report)

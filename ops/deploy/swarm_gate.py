@@ -7,15 +7,17 @@ running task is a healthy one. Never changes anything.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ops.deploy.health import ServiceHealth
+from ops.deploy.health import LOG_LINES, ServiceHealth
 from ops.errors import HealthGateError
-from ops.host.labels import STACK_LABEL
+from ops.host.labels import NODE_HOST_LABEL, STACK_LABEL
 from ops.transport import Host
+from ops.transport.shell import q
 
 FAILED_UPDATES = ("paused", "rollback_started", "rollback_paused", "rollback_completed")
 FAILED_TASKS = ("failed", "rejected")
@@ -168,3 +170,44 @@ def wait_converged(
 
 def task_ids(snapshot: Snapshot) -> set[str]:
     return {str(task.get("ID")) for task in snapshot[1]}
+
+
+def failed_task_evidence(leader: Host, hosts: Iterable[Host], stack: str, service: str) -> ServiceHealth | None:
+    """What the newest stopped task of a service left on the node that ran it: its last health
+    output or exit code, and its last log lines (the gate only sees the manager's view). None when
+    no stopped task has a container, or its node is none of hosts (found by its host label)."""
+    services, tasks = read_stack(leader, stack)
+    ids = {str(item["ID"]) for item in services if short_name(item, stack) == service}
+    ended = [
+        task
+        for task in tasks
+        if str(task.get("ServiceID")) in ids
+        and (task.get("Status") or {}).get("State") != "running"
+        and ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+    ]
+    if not ended:
+        return None
+    newest = max(ended, key=lambda task: str((task.get("Status") or {}).get("Timestamp")))
+    container = str(newest["Status"]["ContainerStatus"]["ContainerID"])
+    node = leader.docker().api.inspect_node(str(newest.get("NodeID")))
+    name = str(((node.get("Spec") or {}).get("Labels") or {}).get(NODE_HOST_LABEL, ""))
+    host = next((host for host in hosts if host.name == name), None)
+    if host is None:
+        return None
+    inspected = host.run(f"docker inspect --format '{{{{json .State}}}}' {q(container)}", check=False, timeout=30)
+    if not inspected.ok:
+        return None  # the task's container is gone from its node
+    state = json.loads(inspected.stdout or "{}")
+    logs = host.run(f"docker logs --tail {LOG_LINES} {q(container)} 2>&1", check=False, timeout=30).stdout
+    checks = (state.get("Health") or {}).get("Log") or []
+    # A probe the engine could not run at all (the container stopping) has exit code -1: the one
+    # before it says why the service was unhealthy.
+    checks = [check for check in checks if check.get("ExitCode") != -1] or checks
+    output = str(checks[-1].get("Output") or "").strip() if checks else ""
+    if output:
+        return ServiceHealth(service, "unhealthy", output, logs, container[:12], node=host.name)
+    code = state.get("ExitCode")
+    return ServiceHealth(
+        service, "exited", "", logs, container[:12], int(code) if code is not None else None,
+        bool(state.get("OOMKilled")), node=host.name,
+    )  # fmt: skip

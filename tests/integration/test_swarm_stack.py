@@ -78,6 +78,17 @@ def test_a_failing_v2_rolls_the_whole_stack_back_and_exits_1(swarm: Lab) -> None
     result = load.stop()
     assert done.returncode == 1, done.stdout + done.stderr
     assert re.search(r"service web failed its update: .+", done.stdout), done.stdout[-2000:]
+    first = swarm.env.hosts[0].name
+    assert f"{first}: {first}" not in done.stdout  # the manager is named once in each line
+    # What the failed task left on its node: its last health output in the line, its logs after
+    # (\s+: a long line may wrap).
+    out = done.stdout
+    assert re.search(r"its\s+container\s+[0-9a-f]{12}\s+on\s+127\.0\.0\.1:\d+:\s+last\s+health\s+output:\s+\S", out), (
+        out[-3000:]
+    )
+    assert re.search(r"last\s+\d+\s+log\s+lines\s+of\s+web\s+\([0-9a-f]{12}\)\s+on\s+127\.0\.0\.1:\d+:", out), out[
+        -3000:
+    ]
     assert "the whole stack back on" in done.stdout
     assert version(swarm) == "v1"
     assert result.failures == 0, result.examples

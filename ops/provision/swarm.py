@@ -117,8 +117,7 @@ def parse_node_facts(host: str, text: str, given_address: str = "") -> NodeFacts
             ours = frozenset(
                 k[len(ROLE_LABEL) :] for k, v in labels.items() if k.startswith(ROLE_LABEL) and v == "true"
             )
-            host = str(labels.get(NODE_HOST_LABEL, ""))
-            nodes[parts[0]] = MemberNode(parts[1], parts[3], parts[2], ours, host)
+            nodes[parts[0]] = MemberNode(parts[1], parts[3], parts[2], ours, str(labels.get(NODE_HOST_LABEL, "")))
     rules, ours = _ufw_rules(answers.get("ufw-rules", ""))
     return NodeFacts(
         host=host,

@@ -138,7 +138,13 @@ def test_node_facts_read_the_swarm_its_nodes_and_our_ufw_rules() -> None:
             ufw=ufw_line("2377", "tcp", "10.0.0.2") + ufw_line("80", "tcp", "0.0.0.0/0", ours=False),
         ),
     )
-    assert (facts.state, facts.node_id, facts.manager, facts.cluster_id) == ("active", "n1", True, "c1")
+    assert (facts.host, facts.state, facts.node_id, facts.manager, facts.cluster_id) == (
+        MANAGER,
+        "active",
+        "n1",
+        True,
+        "c1",
+    )
     assert facts.nodes == {
         "n1": MemberNode("manager", "m1", "ready", frozenset({"manager"}), "10.0.0.1"),
         "n2": MemberNode("worker", "w1", "down"),

@@ -364,17 +364,26 @@ def test_a_dry_run_shows_the_formation_and_changes_nothing(tmp_path: Path) -> No
     assert all(SWARM_MARK in command or command == "true" for command in ran)
 
 
-def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
+FORMED_NODES = (
+    'n1 manager ready m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
+    'n2 worker ready w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
+    'n3 worker ready w2 {"opskit.host":"10.0.0.3"}\n'
+)
+
+
+def form_formed_swarm(
+    tmp_path: Path, nodes: str, ufw: str = ""
+) -> tuple[list[HostProvisionReport], dict[str, list[tuple[str, str]]]]:
+    """form_swarm (firewall skipped) on the three hosts already formed, the manager listing nodes."""
     env = swarm_env(tmp_path)
-    manager = node_output(
-        swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
-        nodes='n1 manager ready m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
-        'n2 worker ready w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
-        'n3 worker ready w2 {"opskit.host":"10.0.0.3"}\n',
-        ufw="".join(ufw_line(p, pr, s) for s in (WORKER1, WORKER2) for p, pr in (("2377", "tcp"),)),
-        routes="10.0.0.9 dev ens4 src 10.0.0.1",
-    )
-    outputs = {MANAGER: manager}
+    outputs = {
+        MANAGER: node_output(
+            swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
+            nodes=nodes,
+            ufw=ufw,
+            routes="10.0.0.9 dev ens4 src 10.0.0.1",
+        )
+    }
     for host, node in ((WORKER1, "n2"), (WORKER2, "n3")):
         outputs[host] = node_output(swarm={"LocalNodeState": "active", "NodeID": node}, routes=f"x src {host}")
     log: dict[str, list[tuple[str, str]]] = {}
@@ -384,6 +393,12 @@ def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
         env, settings.__class__(**{**settings.__dict__, "skip": frozenset({"firewall"})}), reports,
         RecordingReporter(), runner_factory=fleet_factory(outputs, log),
     )  # fmt: skip
+    return reports, log
+
+
+def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
+    ufw = "".join(ufw_line(p, pr, s) for s in (WORKER1, WORKER2) for p, pr in (("2377", "tcp"),))
+    reports, _ = form_formed_swarm(tmp_path, FORMED_NODES, ufw)
     assert [(e.status, e.detail) for report in reports for e in report.events] == [
         (OK, "manager (leader) of 3 nodes, advertises 10.0.0.1"),
         (OK, "worker of 3 nodes, advertises 10.0.0.2"),
@@ -392,25 +407,7 @@ def test_a_formed_swarm_reports_ok_with_each_role(tmp_path: Path) -> None:
 
 
 def test_provisioning_removes_a_departed_down_worker_on_the_leader(tmp_path: Path) -> None:
-    env = swarm_env(tmp_path)
-    manager = node_output(
-        swarm={"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True},
-        nodes='n1 manager ready m {"opskit.role.manager":"true","opskit.host":"10.0.0.1"}\n'
-        'n2 worker ready w1 {"opskit.role.worker":"true","opskit.host":"10.0.0.2"}\n'
-        'n3 worker ready w2 {"opskit.host":"10.0.0.3"}\n'
-        'n4 worker down old {"opskit.host":"10.0.0.4"}\n',
-        routes="10.0.0.9 dev ens4 src 10.0.0.1",
-    )
-    outputs = {MANAGER: manager}
-    for host, node in ((WORKER1, "n2"), (WORKER2, "n3")):
-        outputs[host] = node_output(swarm={"LocalNodeState": "active", "NodeID": node}, routes=f"x src {host}")
-    log: dict[str, list[tuple[str, str]]] = {}
-    reports = [HostProvisionReport(spec.name) for spec in env.hosts]
-    settings = ProvisionSettings.from_env(env)
-    form_swarm(
-        env, settings.__class__(**{**settings.__dict__, "skip": frozenset({"firewall"})}), reports,
-        RecordingReporter(), runner_factory=fleet_factory(outputs, log),
-    )  # fmt: skip
+    reports, log = form_formed_swarm(tmp_path, FORMED_NODES + 'n4 worker down old {"opskit.host":"10.0.0.4"}\n')
     assert "docker node rm n4" in [command for command, _ in log[MANAGER]]
     assert [(e.status, e.detail) for e in reports[0].events] == [
         (CHANGED, "remove node old (its host 10.0.0.4 is no longer in HOSTS; the node is down)")

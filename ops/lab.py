@@ -22,7 +22,14 @@ from ops.config.envfile import set_keys
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import LabError
 from ops.provision.facts import BOOT_DIR
-from ops.transport.docker import build_recipe_image, find_image, local_client, machine_lock, recipe_image
+from ops.transport.docker import (
+    build_recipe_image,
+    find_image,
+    local_client,
+    machine_lock,
+    published_ports,
+    recipe_image,
+)
 from ops.transport.loopback import port_block, port_free_soon
 
 if TYPE_CHECKING:
@@ -323,11 +330,6 @@ def _run_host(client: docker.DockerClient, spec: LabSpec, index: int) -> Any:
     )
 
 
-def _published_ports(container: Any) -> set[int]:
-    bindings = container.attrs.get("HostConfig", {}).get("PortBindings") or {}
-    return {int(binding["HostPort"]) for entries in bindings.values() for binding in entries or []}
-
-
 def _host_keys(container: Any, port: int) -> list[str]:
     lines = []
     for kind in ("ed25519", "ecdsa", "rsa"):
@@ -436,7 +438,7 @@ def lab_up(spec: LabSpec, reporter: Reporter) -> list[LabHost]:
             reporter.step(name, "host", CHANGED, "image changed: recreating")
             container.remove(force=True)
             container = None
-        if container is not None and _published_ports(container) != {spec.ssh_port(index), spec.http_port(index)}:
+        if container is not None and published_ports(container) != {spec.ssh_port(index), spec.http_port(index)}:
             reporter.step(name, "host", CHANGED, "its ports moved (an older opskit): recreating, provision it again")
             container.remove(force=True)
             container = None

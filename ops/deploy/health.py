@@ -8,7 +8,7 @@ start_period); the failure carries the last health output and log lines so a per
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,15 @@ def _last(output: str, limit: int = 200) -> str:
     return lines[-1][-limit:] if lines else ""
 
 
+def last_health_output(state: Mapping[str, Any]) -> str:
+    """The output of a container's newest health probe that ran (docker inspect's State). A probe
+    the engine could not run at all (the container stopping) has exit code -1: the one before it
+    says why the container was unhealthy."""
+    log = (state.get("Health") or {}).get("Log") or []
+    ran = [probe for probe in log if probe.get("ExitCode") != -1] or log
+    return str(ran[-1].get("Output") or "").strip() if ran else ""
+
+
 def _container_state(container: Any) -> tuple[str, str]:
     state = container.attrs.get("State", {})
     health = state.get("Health")
@@ -71,9 +80,7 @@ def _container_state(container: Any) -> tuple[str, str]:
         return ("restarting" if status == "restarting" else "exited" if status in ("exited", "dead") else status), ""
     if not health:
         return "running", ""
-    log = health.get("Log") or []
-    output = (log[-1].get("Output") or "").strip() if log else ""
-    return health.get("Status", "starting"), output
+    return health.get("Status", "starting"), last_health_output(state)
 
 
 def summary_state(summary: dict[str, Any]) -> str:

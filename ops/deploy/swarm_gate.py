@@ -7,17 +7,16 @@ running task is a healthy one. Never changes anything.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ops.deploy.health import LOG_LINES, ServiceHealth
+from ops.deploy.health import ServiceHealth, container_health, last_health_output
 from ops.errors import HealthGateError
 from ops.host.labels import NODE_HOST_LABEL, STACK_LABEL
 from ops.transport import Host
-from ops.transport.shell import q
+from ops.transport.docker import engine_calls
 
 FAILED_UPDATES = ("paused", "rollback_started", "rollback_paused", "rollback_completed")
 FAILED_TASKS = ("failed", "rejected")
@@ -194,20 +193,17 @@ def failed_task_evidence(leader: Host, hosts: Iterable[Host], stack: str, servic
     host = next((host for host in hosts if host.name == name), None)
     if host is None:
         return None
-    inspected = host.run(f"docker inspect --format '{{{{json .State}}}}' {q(container)}", check=False, timeout=30)
-    if not inspected.ok:
-        return None  # the task's container is gone from its node
-    state = json.loads(inspected.stdout or "{}")
-    logs = host.run(f"docker logs --tail {LOG_LINES} {q(container)} 2>&1", check=False, timeout=30).stdout
-    checks = (state.get("Health") or {}).get("Log") or []
-    # A probe the engine could not run at all (the container stopping) has exit code -1: the one
-    # before it says why the service was unhealthy.
-    checks = [check for check in checks if check.get("ExitCode") != -1] or checks
-    output = str(checks[-1].get("Output") or "").strip() if checks else ""
-    if output:
-        return ServiceHealth(service, "unhealthy", output, logs, container[:12], node=host.name)
-    code = state.get("ExitCode")
-    return ServiceHealth(
-        service, "exited", "", logs, container[:12], int(code) if code is not None else None,
-        bool(state.get("OOMKilled")), node=host.name,
-    )  # fmt: skip
+    # A stopped container: container_health gives its exit code and logs, and the health output
+    # is read even so (the probe that failed is why the swarm stopped it).
+    with engine_calls(host.name, "reading the failed task's container"):
+        stopped = host.docker().containers.get(container)
+        found = container_health(service, stopped)
+    output = last_health_output(stopped.attrs.get("State", {}))
+    return replace(
+        found,
+        state="unhealthy" if output else found.state,
+        health_output=output,
+        exit_code=None if output else found.exit_code,
+        container=container[:12],
+        node=host.name,
+    )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import RegistryError
-from ops.transport.docker import build_recipe_image, find_image, local_client, recipe_image
+from ops.transport.docker import build_recipe_image, find_image, local_client, published_ports, recipe_image
 from ops.transport.loopback import REGISTRY_OFFSET, port_block, port_free, port_free_soon
 
 if TYPE_CHECKING:
@@ -282,11 +282,6 @@ def _start_container(client: docker.DockerClient, registry: LocalRegistry) -> An
     )
 
 
-def _published_port(container: Any) -> int | None:
-    bindings = (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
-    return int(bindings[0]["HostPort"]) if bindings else None
-
-
 def _port_taken(registry: LocalRegistry) -> RegistryError:
     return RegistryError(
         f"port {registry.address} (this checkout's registry port) is taken by another program",
@@ -316,7 +311,7 @@ def ensure_registry(
             reporter.step("local", "registry", CHANGED, "image changed: recreating (its volume is kept)")
             container.remove(force=True)
             container = None
-        if container is not None and _published_port(container) != registry.port:
+        if container is not None and published_ports(container) != {registry.port}:
             reporter.step(
                 "local", "registry", CHANGED, f"port moved to {registry.port}: recreating (its volume is kept)"
             )

@@ -327,17 +327,22 @@ def backup_age(env: Environment, now: float | None = None) -> list[Finding]:
         return [
             Finding("warn", f"no backups found in {location}", "inv backup.all, and schedule it (inv backup.schedule)")
         ]
-    age_hours = ((now or time.time()) - newest[1]) / 3600
+    return _age_finding(
+        f"newest complete backup {newest[0]}",
+        newest[1],
+        env,
+        now,
+        "inv backup.all; check the schedule (inv backup.schedule)",
+    )
+
+
+def _age_finding(what: str, created: float, env: Environment, now: float | None, fix: str) -> list[Finding]:
+    """Whether `what`, made at `created` (epoch seconds), is within the backup age policy."""
+    age_hours = ((now or time.time()) - created) / 3600
     limit = float(env.backup.max_age_hours)
     if age_hours > limit:
-        return [
-            Finding(
-                "fail",
-                f"newest complete backup {newest[0]} is {age_hours:.1f} h old (policy: {limit:g} h)",
-                "inv backup.all; check the schedule (inv backup.schedule)",
-            )
-        ]
-    return [Finding("pass", f"newest complete backup {newest[0]} is {age_hours:.1f} h old")]
+        return [Finding("fail", f"{what} is {age_hours:.1f} h old (policy: {limit:g} h)", fix)]
+    return [Finding("pass", f"{what} is {age_hours:.1f} h old")]
 
 
 def backup_drill(env: Environment, now: float | None = None) -> list[Finding]:
@@ -399,12 +404,7 @@ def offsite_age(env: Environment, now: float | None = None) -> list[Finding]:
     if not dated:
         return [Finding("warn", f"no complete snapshot at {where}", OFFSITE_FIX)]
     created, newest = max(dated)
-    age_hours = ((now or time.time()) - created) / 3600
-    limit = float(env.backup.max_age_hours)
-    if age_hours > limit:
-        message = f"newest complete copy at {where}, {newest}, is {age_hours:.1f} h old (policy: {limit:g} h)"
-        return [Finding("fail", message, OFFSITE_FIX)]
-    return [Finding("pass", f"newest complete copy at {where}, {newest}, is {age_hours:.1f} h old")]
+    return _age_finding(f"newest complete copy at {where}, {newest},", created, env, now, OFFSITE_FIX)
 
 
 OFFSITE_FIX = "inv backup.offsite; check BACKUP_OFFSITE, its credentials and the schedule (inv backup.schedule)"

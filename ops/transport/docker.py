@@ -112,6 +112,12 @@ def remote_client(runner: Runner, where: str) -> docker.DockerClient:
 RECIPE_LABEL = "opskit.recipe"  # on images opskit builds from a recipe of its own: which version
 
 
+def published_ports(container: Any) -> set[int]:
+    """The ports on this machine a container publishes (from its HostConfig, running or not)."""
+    bindings = container.attrs.get("HostConfig", {}).get("PortBindings") or {}
+    return {int(binding["HostPort"]) for entries in bindings.values() for binding in entries or []}
+
+
 def recipe_image(client: docker.DockerClient, tag: str, recipe: str) -> Any:
     """The local image `tag` if it was built from this recipe version, else None (missing or older)."""
     image = find_image(client, tag)

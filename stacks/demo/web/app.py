@@ -129,16 +129,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, code: int, body: str, content_type: str = "application/json") -> None:
         data = body.encode()
+        # Counted before the client can read the answer: a scrape right after a request sees it.
+        path = self.path.split("?")[0]
+        key = (path if path in KNOWN_PATHS else "other", code)
+        with _counts_lock:
+            _counts[key] = _counts.get(key, 0) + 1
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        path = self.path.split("?")[0]
-        key = (path if path in KNOWN_PATHS else "other", code)
-        with _counts_lock:
-            _counts[key] = _counts.get(key, 0) + 1
 
     def send_json(self, code: int, data: object) -> None:
         self.send(code, json.dumps(data) + "\n")

@@ -58,13 +58,18 @@ def test_fleet_reports_an_unreachable_host_and_finishes_the_others() -> None:
 
 
 def test_fleet_concurrency_is_bounded() -> None:
-    running, peak, lock = 0, 0, threading.Lock()
+    running, peak, lock, three_at_once = 0, 0, threading.Lock(), threading.Event()
 
     def work(host: Host) -> None:
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
+            if running == 3:
+                three_at_once.set()
+        # Held until three run at once (however slow threads start on a busy machine), then a
+        # moment more so an unbounded fleet would show a fourth.
+        three_at_once.wait(timeout=10)
         time.sleep(0.05)
         with lock:
             running -= 1

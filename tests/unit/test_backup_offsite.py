@@ -74,6 +74,12 @@ def objects(s3: S3Server, bucket: str) -> dict[str, bytes]:
     return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}  # type: ignore[attr-defined]
 
 
+def uploads(s3: S3Server, bucket: str) -> list[str]:
+    """The keys of the multipart uploads begun in the bucket and neither completed nor aborted."""
+    answer = s3.client().list_multipart_uploads(Bucket=bucket)  # type: ignore[attr-defined]
+    return [item["Key"] for item in answer.get("Uploads", [])]
+
+
 def test_a_snapshot_goes_to_s3_checked_and_comes_back_byte_identical(s3: S3Server, tmp_path: Path) -> None:
     bucket = s3.make_bucket("offsite-roundtrip")
     env = environment(tmp_path, bucket, s3.endpoint)
@@ -140,11 +146,55 @@ def test_an_upload_cut_halfway_never_looks_complete(s3: S3Server, tmp_path: Path
         relay.close()
     direct = environment(tmp_path, bucket, s3.endpoint)
     _, listed = offsite_snapshots(direct)
-    assert not [item for item in listed if item.complete]
+    assert [(item.id, item.complete) for item in listed] == [(snapshot.id, False)]
     assert not any(key.endswith("manifest.json") for key in objects(s3, bucket))
-    # Copied again once the network is back, it is complete.
-    assert copy_offsite(direct, RecordingReporter()).copied
+    # The abort could not reach the store either: the upload's first part is still stored there.
+    assert len(uploads(s3, bucket)) == 1
+    # Copied again once the network is back, it is complete, and the earlier upload is aborted.
+    again = RecordingReporter()
+    assert copy_offsite(direct, again).copied
     assert [(item.id, item.complete) for item in offsite_snapshots(direct)[1]] == [(snapshot.id, True)]
+    assert uploads(s3, bucket) == []
+    assert any(event.detail == "1 upload(s) an earlier copy left unfinished" for event in again.events)
+
+
+def test_a_copy_cut_in_its_first_upload_is_listed_and_pruned_with_its_parts(s3: S3Server, tmp_path: Path) -> None:
+    """No object yet, only a multipart upload: it is stored and billed, so it must not be invisible."""
+    bucket = s3.make_bucket("offsite-upload-only")
+    env = environment(tmp_path, bucket, s3.endpoint)
+    client = s3.client()
+    key = "team/demo/20261001T000000Z/web1/x.tar.zst"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * MiB)  # type: ignore[attr-defined]
+    assert [(item.id, item.complete) for item in offsite_snapshots(env)[1]] == [("20261001T000000Z", False)]
+    result = prune(env, RecordingReporter(), RetentionPolicy(last=1), stale_after=timedelta(0))
+    assert result.offsite_incomplete_removed == ["20261001T000000Z"]
+    assert uploads(s3, bucket) == [] and offsite_snapshots(env)[1] == []
+
+
+def test_a_key_that_may_not_list_uploads_still_lists_copies(s3: S3Server, tmp_path: Path) -> None:
+    """A key without s3:ListBucketMultipartUploads: the copies are listed as before."""
+    from botocore.exceptions import ClientError
+
+    from ops.backup.offsite.s3 import S3Offsite
+
+    bucket = s3.make_bucket("offsite-no-upload-listing")
+    env = environment(tmp_path, bucket, s3.endpoint)
+    snapshot = make_snapshot(env, datetime(2026, 12, 1, tzinfo=UTC), {"redis-data": b"r"})
+    copy_offsite(env, RecordingReporter())
+
+    class NoUploadListing:
+        def __init__(self, client: object):
+            self.client = client
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.client, name)
+
+        def list_multipart_uploads(self, **_: object) -> None:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListMultipartUploads")
+
+    store = S3Offsite(env, client=NoUploadListing(s3.client()))
+    assert [(item.id, item.complete) for item in store.snapshots()] == [(snapshot.id, True)]
 
 
 def test_a_manifest_whose_archive_is_missing_is_not_complete(s3: S3Server, tmp_path: Path) -> None:
@@ -167,6 +217,7 @@ def test_prune_applies_the_policy_offsite_and_keeps_the_last_copy_of_a_volume(s3
         copy_offsite(env, RecordingReporter(), snapshot.id)
     # An interrupted copy: objects but no manifest.
     s3.client().put_object(Bucket=bucket, Key="team/demo/20261001T000000Z/web1/x.tar.zst", Body=b"x")  # type: ignore[attr-defined]
+    s3.client().create_multipart_upload(Bucket=bucket, Key="team/demo/20261001T000000Z/web1/y.tar.zst")  # type: ignore[attr-defined]
     policy = RetentionPolicy(last=1)
     dry = prune(env, RecordingReporter(), policy, dry_run=True)
     assert dry.offsite_removed == [middle.id] and len(offsite_snapshots(env)[1]) == 4
@@ -179,6 +230,7 @@ def test_prune_applies_the_policy_offsite_and_keeps_the_last_copy_of_a_volume(s3
     assert "last copy of old-data on web1" in result.offsite_kept[only_once.id]
     assert [item.id for item in offsite_snapshots(env)[1]] == [only_once.id, newest.id]
     assert not [key for key in objects(s3, bucket) if middle.id in key]
+    assert uploads(s3, bucket) == []
 
 
 def test_s3_errors_are_one_line_naming_the_bucket(s3: S3Server, tmp_path: Path) -> None:

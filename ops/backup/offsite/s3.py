@@ -21,7 +21,7 @@ from ops.backup.catalogue import MANIFEST, snapshot_from_manifest
 from ops.backup.model import Snapshot
 from ops.backup.offsite.store import CheckedFile, local_files, upload_order
 from ops.config import Environment
-from ops.console import Reporter
+from ops.console import CHANGED, Reporter
 from ops.errors import BackupError
 from ops.transport.streams import CHUNK
 
@@ -127,6 +127,36 @@ class S3Offsite:
                 return found
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
+    def _uploads(self, prefix: str) -> list[dict[str, Any]]:
+        """Multipart uploads begun under prefix and neither completed nor aborted: a copy cut off
+        before its abort reached the store. Object listings never show them, yet their parts are
+        stored (and billed) until they are aborted."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[dict[str, Any]] = []
+        markers: dict[str, str] = {}
+        while True:
+            try:
+                page = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix, **markers)
+            except ClientError as error:
+                # A key without s3:ListBucketMultipartUploads (or a store without the call) still
+                # copies, lists and prunes; its cut-off uploads are left to a lifecycle rule (README).
+                if str(error.response.get("Error", {}).get("Code")) in ("AccessDenied", "403", "NotImplemented"):
+                    return found
+                raise s3_error(error, self.where) from None
+            except BotoCoreError as error:
+                raise s3_error(error, self.where) from None
+            found.extend(page.get("Uploads", []))
+            if not page.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def _abort_uploads(self, snapshot_id: str) -> int:
+        uploads = self._uploads(self.key(snapshot_id) + "/")
+        for upload in uploads:
+            self._call("abort_multipart_upload", Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return len(uploads)
+
     def snapshots(self) -> list[Snapshot]:
         base = f"{self.prefix}/" if self.prefix else ""
         objects: dict[str, dict[str, dict[str, Any]]] = {}
@@ -134,8 +164,16 @@ class S3Offsite:
             snapshot_id, _, name = str(item["Key"])[len(base) :].partition("/")
             if name:
                 objects.setdefault(snapshot_id, {})[name] = item
+        # A copy cut off in its first large archive has no object yet, only an upload: still listed
+        # (incomplete), so prune finds and aborts it.
+        started: dict[str, list[Any]] = {}
+        for upload in self._uploads(base):
+            snapshot_id, _, name = str(upload["Key"])[len(base) :].partition("/")
+            if name:
+                started.setdefault(snapshot_id, []).append(upload["Initiated"])
         found = []
-        for snapshot_id, files in sorted(objects.items()):
+        for snapshot_id in sorted(objects.keys() | started.keys()):
+            files = objects.get(snapshot_id, {})
             data = None
             if MANIFEST in files:
                 body = self._call("get_object", Bucket=self.bucket, Key=self.key(snapshot_id, MANIFEST))["Body"]
@@ -148,7 +186,7 @@ class S3Offsite:
                 for record in snapshot.archives
             )
             if not whole or not snapshot.complete:
-                newest = max(item["LastModified"] for item in files.values())
+                newest = max([item["LastModified"] for item in files.values()] + started.get(snapshot_id, []))
                 snapshot.complete = False
                 snapshot.created = snapshot.created or newest.astimezone(UTC).isoformat(timespec="seconds")
             found.append(snapshot)
@@ -157,6 +195,9 @@ class S3Offsite:
     def send(self, snapshot: Snapshot, reporter: Reporter) -> int:
         records = {record.archive: record for record in snapshot.archives}
         sent = 0
+        # An earlier copy of this snapshot cut off mid-upload: its parts are replaced by this one.
+        if aborted := self._abort_uploads(snapshot.id):
+            reporter.step(self.where, "abort", CHANGED, f"{aborted} upload(s) an earlier copy left unfinished")
         try:
             for name in upload_order(snapshot):
                 path = snapshot.path / name
@@ -242,6 +283,7 @@ class S3Offsite:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        self._abort_uploads(snapshot.id)
 
     def close(self) -> None:
         """Nothing to close: the client is kept for the process (s3_client)."""

@@ -89,20 +89,44 @@ def service_states(
                 running,
                 str(status.get("State") or ""),
                 str(status.get("Message") or ""),
-                task_error(new),
+                task_error(new, failed_image(service)),
                 len(failed),
             )
         )
     return sorted(states, key=lambda state: state.name)
 
 
-def task_error(tasks: list[dict[str, Any]]) -> str:
-    """What went wrong with the newest of tasks that failed or ended: its error, or (a task a swarm
-    stopped because its health check failed ends with no error) how it ended."""
+def failed_image(service: Mapping[str, Any]) -> str:
+    """The image of the service's update that failed: a rolled-back update's is in PreviousSpec
+    (the spec is the old one again), a paused or running one's in the spec."""
+    state = str((service.get("UpdateStatus") or {}).get("State") or "")
+    return _image(service.get("PreviousSpec") or {}) if state.startswith("rollback") else _image(service["Spec"])
+
+
+def most_telling(tasks: list[dict[str, Any]], image: str) -> dict[str, Any]:
+    """Of a service's ended tasks, the one that says most about a failed update: one with an error,
+    then one that ran the failing image, then one that had a container (a task cancelled before it
+    started, or an old one the rollback stopped, says nothing), the newest of equals."""
+
+    def rank(task: dict[str, Any]) -> tuple[bool, bool, bool, str]:
+        status = task.get("Status") or {}
+        return (
+            bool(status.get("Err")),
+            _image(task.get("Spec") or {}) == image,
+            bool((status.get("ContainerStatus") or {}).get("ContainerID")),
+            str(status.get("Timestamp")),
+        )
+
+    return max(tasks, key=rank)
+
+
+def task_error(tasks: list[dict[str, Any]], image: str) -> str:
+    """What went wrong with the most telling of tasks that failed or ended: its error, or (a task a
+    swarm stopped because its health check failed ends with no error) how it ended."""
     ended = [t for t in tasks if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("Err")]
     if not ended:
         return ""
-    newest = max(ended, key=lambda t: str((t.get("Status") or {}).get("Timestamp")))
+    newest = most_telling(ended, image)
     status = newest.get("Status") or {}
     if status.get("Err"):
         return str(status["Err"])
@@ -172,11 +196,13 @@ def task_ids(snapshot: Snapshot) -> set[str]:
 
 
 def failed_task_evidence(leader: Host, hosts: Iterable[Host], stack: str, service: str) -> ServiceHealth | None:
-    """What the newest stopped task of a service left on the node that ran it: its last health
-    output or exit code, and its last log lines (the gate only sees the manager's view). None when
-    no stopped task has a container, or its node is none of hosts (found by its host label)."""
+    """What the most telling stopped task of a service (most_telling) left on the node that ran it:
+    its last health output or exit code, and its last log lines (the gate only sees the manager's
+    view). None when no stopped task has a container, or its node is none of hosts (found by its
+    host label)."""
     services, tasks = read_stack(leader, stack)
-    ids = {str(item["ID"]) for item in services if short_name(item, stack) == service}
+    own = [item for item in services if short_name(item, stack) == service]
+    ids = {str(item["ID"]) for item in own}
     ended = [
         task
         for task in tasks
@@ -186,7 +212,7 @@ def failed_task_evidence(leader: Host, hosts: Iterable[Host], stack: str, servic
     ]
     if not ended:
         return None
-    newest = max(ended, key=lambda task: str((task.get("Status") or {}).get("Timestamp")))
+    newest = most_telling(ended, failed_image(own[0]))
     container = str(newest["Status"]["ContainerStatus"]["ContainerID"])
     node = leader.docker().api.inspect_node(str(newest.get("NodeID")))
     name = str(((node.get("Spec") or {}).get("Labels") or {}).get(NODE_HOST_LABEL, ""))

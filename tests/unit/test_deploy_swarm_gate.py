@@ -13,26 +13,41 @@ from ops.errors import HealthGateError
 V1, V2 = "reg/demo/web@sha256:" + "1" * 64, "reg/demo/web@sha256:" + "2" * 64
 
 
-def service(name: str, image: str, *, replicas: int | None = 1, update: str = "", message: str = "") -> dict[str, Any]:
+def service(
+    name: str, image: str, *, replicas: int | None = 1, update: str = "", message: str = "", previous: str = ""
+) -> dict[str, Any]:
     mode = {"Replicated": {"Replicas": replicas}} if replicas is not None else {"Global": {}}
     data: dict[str, Any] = {
         "ID": f"id-{name}",
         "Spec": {"Name": f"demo_{name}", "Mode": mode, "TaskTemplate": {"ContainerSpec": {"Image": image}}},
     }
+    if previous:
+        data["PreviousSpec"] = {"TaskTemplate": {"ContainerSpec": {"Image": previous}}}
     if update:
         data["UpdateStatus"] = {"State": update, "Message": message}
     return data
 
 
 def task(
-    task_id: str, name: str, image: str, state: str, *, desired: str = "running", err: str = "", at: str = "1"
+    task_id: str,
+    name: str,
+    image: str,
+    state: str,
+    *,
+    desired: str = "running",
+    err: str = "",
+    at: str = "1",
+    container: str = "",
 ) -> dict[str, Any]:
+    status: dict[str, Any] = {"State": state, "Err": err, "Timestamp": at}
+    if container:
+        status["ContainerStatus"] = {"ContainerID": container, "ExitCode": 0}
     return {
         "ID": task_id,
         "ServiceID": f"id-{name}",
         "DesiredState": desired,
         "Spec": {"ContainerSpec": {"Image": image}},
-        "Status": {"State": state, "Err": err, "Timestamp": at},
+        "Status": status,
     }
 
 
@@ -185,3 +200,25 @@ def test_a_new_task_stopped_for_its_health_check_is_named_when_it_left_no_error(
         "service web failed its update: its new task v37rytbp9884 was stopped before it was healthy (complete)"
     )
     assert caught.value.hint == "update rolled back due to failure of task x"
+
+
+def test_the_task_named_is_the_one_that_ran_the_failing_image_not_one_the_rollback_stopped() -> None:
+    """After a rollback the newest ended tasks are often not the failing one: a task of the new image
+    cancelled before it started, an old one the rollback replaced. The one that ran the new image is."""
+    rolled_back = (
+        [service("web", V1, replicas=2, update="rollback_completed", message="update rolled back", previous=V2)],
+        [
+            task("v1-kept", "web", V1, "running", container="c1"),
+            task("v2-unhealthy-task", "web", V2, "complete", desired="shutdown", at="2", container="c2"),
+            task("v2-never-started", "web", V2, "accepted", desired="shutdown", at="3"),
+            task("v1-replaced-task", "web", V1, "shutdown", desired="shutdown", at="4", container="c3"),
+            task("v1-new", "web", V1, "running", at="4", container="c4"),
+        ],
+    )
+    with pytest.raises(HealthGateError) as caught:
+        wait_converged(
+            sequence(rolled_back), "demo", ["web"], where="m1", timeout=60, known={"v1-kept"}, sleep=lambda s: None
+        )
+    assert caught.value.message == (
+        "service web failed its update: its new task v2-unhealthy was stopped before it was healthy (complete)"
+    )

@@ -18,6 +18,8 @@ class LoadResult:
     failures: int = 0
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
+    first_failure: float | None = None  # seconds after the start
+    last_failure: float | None = None
 
     @property
     def rate(self) -> float:
@@ -44,19 +46,23 @@ class Load:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self._started = 0.0
+        self.started = 0.0
 
     def _record(self, ok: bool, what: str = "") -> bool:
         with self._lock:
             self.result.requests += 1
             if not ok:
+                at = time.monotonic() - self.started
                 self.result.failures += 1
+                if self.result.first_failure is None:
+                    self.result.first_failure = at
+                self.result.last_failure = at
                 if len(self.result.examples) < 10:
-                    self.result.examples.append(f"{time.monotonic() - self._started:.2f}s {what}")
+                    self.result.examples.append(f"{at:.2f}s {what}")
             return self.result.requests < self.max_requests
 
     def _worker(self) -> None:
-        deadline = self._started + self.max_seconds
+        deadline = self.started + self.max_seconds
         connection: http.client.HTTPConnection | None = None
         headers = {} if self.keepalive else {"Connection": "close"}
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -81,7 +87,7 @@ class Load:
             connection.close()
 
     def start(self) -> Load:
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._workers = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.threads)]
         for worker in self._workers:
             worker.start()
@@ -91,5 +97,5 @@ class Load:
         self._stop.set()
         for worker in self._workers:
             worker.join(timeout=15)
-        self.result.seconds = time.monotonic() - self._started
+        self.result.seconds = time.monotonic() - self.started
         return self.result

@@ -154,7 +154,13 @@ class SwarmOrchestrator:
                     hint="bring it back, or wait until `inv ops.status` shows its node down; nothing was changed",
                 )
         for name in silent:
-            self.reporter.step(name, "node", SKIPPED, "down in the swarm: left out (its tasks run on the other nodes)")
+            self.reporter.step(
+                name,
+                "node",
+                SKIPPED,
+                "down in the swarm: left out (its tasks run on the other nodes; "
+                f"once it is back, inv swarm.activate {name} --env {self.env.name} brings it this release's images)",
+            )
         return answering
 
     def _check(self, prepared: Prepared, images: dict[str, str]) -> StackFile:
@@ -316,15 +322,9 @@ class SwarmOrchestrator:
     def _bring_pinned(self, host: Host, release: Release) -> None:
         """The release's images on the node, by the digests it pins: pulled from the registry when
         the node lacks them (it joined, or its images were collected, after that release)."""
-        lacking = sorted(set(release.pins) - set(host_image_ids(host, release.pins)))
-        if not lacking:
-            return
         if not isinstance(self.delivery, RegistryImages):  # _check refuses any other source for a swarm
-            raise DeployError(f"lacks {', '.join(lacking)}", where=host.name)
-        self.delivery.bring_pinned(host, [release.pins[service] for service in lacking], self.reporter)
-        still = sorted(set(release.pins) - set(host_image_ids(host, release.pins)))
-        if still:
-            raise DeployError(f"still lacks {', '.join(still)} after pulling them", where=host.name)
+            raise DeployError(f"IMAGE_SOURCE={self.delivery.name} cannot bring pinned images", where=host.name)
+        self.delivery.bring_missing(host, release.pins, self.reporter)
 
     def _pull_everywhere(self, hosts: list[Host], prepared: Prepared) -> dict[str, Delivered]:
         """Every node brings the release's images by digest, all at once; DeployError naming the first

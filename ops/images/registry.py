@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from ops.console import CHANGED, OK, Reporter
+from ops.errors import RegistryError
 from ops.images.delivery import Delivered, ReleaseImages, host_image_ids, present_after
 from ops.images.local import build_if_changed
 from ops.images.local_registry import LocalRegistry, PushedImage, ensure_registry, push_image
@@ -159,15 +160,22 @@ class RegistryImages:
         ids = present_after(host, images.refs, self.name)
         return Delivered(ids, received, host_repo_digests(host, images.refs, address))
 
-    def bring_pinned(self, host: Host, refs: Iterable[str], reporter: Reporter) -> None:
-        """Pull `registry/repository@sha256:...` refs a kept release pins onto a host that lacks them
-        (a rollback on a node that joined, or was cleaned, after that release was deployed)."""
-        wanted = sorted(set(refs))
+    def bring_missing(self, host: Host, pins: Mapping[str, str], reporter: Reporter) -> int:
+        """Pull the images of service -> `registry/repository@sha256:...` (a release's pins) the host
+        lacks: a node that joined, was cleaned, or was down while that release was deployed. How
+        many it lacked; RegistryError when one is still missing after the pull."""
+        lacking = sorted(set(pins) - set(host_image_ids(host, pins)))
+        if not lacking:
+            return 0
         self._open(reporter)
-        received = self.registry.pull(host, dict.fromkeys(wanted, ""), reporter)
+        received = self.registry.pull(host, dict.fromkeys(sorted({pins[s] for s in lacking}), ""), reporter)
         shown = f" ({received / 1e6:.1f} MB)" if received else f" from {self.registry.address}"
-        count = f"{len(wanted)} missing image" + ("s" if len(wanted) != 1 else "")
+        count = f"{len(lacking)} missing image" + ("s" if len(lacking) != 1 else "")
         reporter.step(host.name, "images", CHANGED, f"pulled {count} of the release{shown}")
+        still = sorted(set(pins) - set(host_image_ids(host, pins)))
+        if still:
+            raise RegistryError(f"still lacks the images of {', '.join(still)} after pulling them", where=host.name)
+        return len(lacking)
 
 
 def host_repo_digests(host: Host, refs: Mapping[str, str], address: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Node maintenance: drain a node (its tasks start elsewhere, and we wait until they run there) or
-make it active again. Changes only the node's availability, on a manager; never prints.
+make it active again (with the current release's images it lacks). Never prints.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ops.config import Environment
-from ops.console import CHANGED, OK, Reporter
+from ops.console import CHANGED, OK, SKIPPED, Reporter
+from ops.deploy.releases import ReleaseStore
 from ops.errors import SwarmError
+from ops.images import delivery_for
+from ops.images.registry import RegistryImages
 from ops.swarm.state import RunnerFactory, SwarmState, manager_host, node_host, read_state
 from ops.transport import Host
 from ops.transport.shell import q
@@ -138,5 +141,32 @@ def drain(env: Environment, name: str, reporter: Reporter, *, timeout: float = D
 
 
 def activate(env: Environment, name: str, reporter: Reporter) -> MaintenanceResult:
-    """Make a node active again: new and rescheduled tasks may land on it (running ones stay put)."""
+    """Make a node active again: new and rescheduled tasks may land on it (running ones stay put).
+    First it gets the current release's images it lacks, so those tasks can start there."""
+    bring_current_images(env, name, reporter)
     return set_availability(env, name, "active", reporter)
+
+
+def bring_current_images(
+    env: Environment, name: str, reporter: Reporter, runner_factory: RunnerFactory | None = None
+) -> int:
+    """Pull the images the current release pins that the host lacks (it was down, or not yet a node,
+    when that release was deployed; a deploy leaves out a node that is down); how many. A node named
+    by hostname or ID rather than as HOSTS names it is not reached, and said so."""
+    spec = next((spec for spec in env.hosts if name in (spec.name, spec.address) and name), None)
+    if spec is None:
+        reporter.step(name, "images", SKIPPED, "not named as in HOSTS: its images are not checked")
+        return 0
+    with manager_host(env, runner_factory) as manager:
+        current = ReleaseStore(manager, env.project).current()
+    delivery = delivery_for(env)
+    if current is None or not current.pins or not isinstance(delivery, RegistryImages):
+        return 0
+    host = node_host(env, spec, runner_factory)
+    try:
+        lacked = delivery.bring_missing(host, current.pins, reporter)
+    finally:
+        host.close()
+    if not lacked:
+        reporter.step(spec.name, "images", OK, f"has those of {current.id}")
+    return lacked

@@ -54,24 +54,27 @@ def print_swarm(state: SwarmState) -> None:
     out.print(services)
 
 
-def _maintain(c: Context, host: str, env: str | None, availability: str, timeout: int) -> None:
+def drain(c: Context, host: str, env: str | None = None, timeout: int = 300) -> None:
+    """Drain a node for maintenance: its tasks start on the others; waits until they run there."""
     from ops.console import ConsoleReporter, console
-    from ops.swarm import set_availability
+    from ops.swarm import drain as drain_node
 
     environment = load_env(c, env)
     with ConsoleReporter() as reporter:
-        result = set_availability(environment, host, availability, reporter, timeout=float(timeout))
+        result = drain_node(environment, host, reporter, timeout=float(timeout))
     console().print(result.summary_line())
 
 
-def drain(c: Context, host: str, env: str | None = None, timeout: int = 300) -> None:
-    """Drain a node for maintenance: its tasks start on the others; waits until they run there."""
-    _maintain(c, host, env, "drain", timeout)
-
-
 def activate(c: Context, host: str, env: str | None = None) -> None:
-    """Make a drained node active again (new and rescheduled tasks may land on it)."""
-    _maintain(c, host, env, "active", 0)
+    """Make a node active again (new and rescheduled tasks may land on it), after pulling the current
+    release's images it lacks: run it for a node that was drained, or down during a deploy."""
+    from ops.console import ConsoleReporter, console
+    from ops.swarm import activate as activate_node
+
+    environment = load_env(c, env)
+    with ConsoleReporter() as reporter:
+        result = activate_node(environment, host, reporter)
+    console().print(result.summary_line())
 
 
 def collection() -> Collection:

@@ -212,6 +212,7 @@ def test_a_killed_worker_s_tasks_run_on_the_others_within_30_s_and_the_proxy_kee
         assert services, f"no task on {victim}"
         load = Load(swarm.spec.http_port(1), threads=2).start()
         killed = time.monotonic()
+        kill_at = killed - load.started
         docker.from_env(version="auto").containers.get(swarm.spec.container(index)).kill()
         try:
             lacking = moved_away(manager, victim, services)
@@ -230,7 +231,22 @@ def test_a_killed_worker_s_tasks_run_on_the_others_within_30_s_and_the_proxy_kee
     assert len(left_out) == 1 and f":{swarm.spec.ssh_port(index)}" in left_out[0], during.stdout
     assert not lacking, f"{', '.join(lacking)} not running elsewhere {moved:.0f} s after {victim} was killed"
     # The proxy on the manager kept answering. Requests whose only upstream address was a task on
-    # the dead node fail until DNS drops it (a blip: 179 of 12,467 in one run here), none after.
+    # the dead node fail until DNS drops it: a blip of a few seconds after the kill (4.4 s, 216 of
+    # 11,627 requests in one run here; how many depends on the request rate), none after.
     assert result.requests > 50
-    assert result.failures < result.requests * 0.05, (moved, result.failures, result.requests, result.examples)
+    blip = (result.last_failure or kill_at) - kill_at
+    assert blip < 15, (blip, moved, result.failures, result.requests, result.examples)
+    assert result.seconds - (result.last_failure or 0) > 5, "requests still failed at the end of the load"
     assert version(swarm) in ("v1", "v2")
+
+    # Back, the node lacks what was deployed without it (here: the release's web image, removed):
+    # swarm.activate pulls it before tasks may land there.
+    node = next(spec.name for spec in swarm.env.hosts if spec.name.endswith(f":{swarm.spec.ssh_port(index)}"))
+    web = on_manager(swarm, "docker service inspect demo_web --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}'")
+    with Fleet.connect(swarm.env, only=[node]) as fleet:
+        fleet.hosts[0].run(f"docker image rm -f {shlex.quote(web.strip())} >/dev/null")
+        activated = run(swarm, "swarm.activate", node)
+        assert activated.returncode == 0, activated.stdout + activated.stderr
+        assert "pulled 1 missing image of the release" in activated.stdout, activated.stdout
+        assert re.search(r"is active \(it already was\)", activated.stdout), activated.stdout
+        assert fleet.hosts[0].run(f"docker image inspect {shlex.quote(web.strip())}", check=False).ok

@@ -115,7 +115,12 @@ def test_a_worker_the_swarm_reports_down_is_left_out_and_any_other_silent_host_s
     assert reporter.events == []
     assert [host.name for host in orchestrator.answering(fleet("w2"))] == ["m1", "w1"]
     assert [(e.host, e.status, e.detail) for e in reporter.events] == [
-        ("w2", SKIPPED, "down in the swarm: left out (its tasks run on the other nodes)")
+        (
+            "w2",
+            SKIPPED,
+            "down in the swarm: left out (its tasks run on the other nodes; once it is back, "
+            "inv swarm.activate w2 --env prod brings it this release's images)",
+        )
     ]
     with pytest.raises(DeployError, match=r"does not answer .* and the swarm does not report it as a down worker"):
         orchestrator.answering(fleet("w1"))  # the swarm still counts it ready: a partition, not a dead node

@@ -136,14 +136,13 @@ def test_docker_and_compose_work_for_the_deploy_user(lab: Lab) -> None:
     deploy.close()
 
 
-def test_second_run_changes_nothing_and_is_quick(lab: Lab) -> None:
+def test_second_run_changes_nothing(lab: Lab) -> None:
     result = provision(lab.env, RecordingReporter())
 
     assert result.ok, [(h.failed_step, str(h.error)) for h in result.failed]
     assert result.changed == 0, [
         (e.host, e.step, e.detail) for h in result.hosts for e in h.events if e.status == CHANGED
     ]
-    assert result.seconds < 10
     for report in result.hosts:
         # Root login is closed now: provisioning reaches the host as the deploy user with sudo.
         assert report.user == "deploy"

@@ -4,6 +4,7 @@ hosts of a host-target snapshot, and offsite (the same policy over the copies th
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from ops.backup.catalogue import list_snapshots, target_dir
 from ops.backup.model import PruneResult, Snapshot
-from ops.backup.offsite import offsite_store
+from ops.backup.offsite import offsite_lock, offsite_store
 from ops.backup.stores import HostStore
 from ops.config import Environment
 from ops.console import CHANGED, OK, WOULD_CHANGE, Reporter
@@ -127,7 +128,7 @@ def prune_offsite(
     """The policy applied to the offsite copies on their own (the last copy of a volume there is
     kept whatever is here), and interrupted copies older than stale_after removed; into result."""
     store = offsite_store(env)
-    try:
+    with offsite_lock(env), contextlib.closing(store):
         snapshots = store.snapshots()
         kept = retention(snapshots, policy)
         result.offsite_kept = kept
@@ -146,8 +147,6 @@ def prune_offsite(
             if not dry_run:
                 store.remove(snapshot)
             reporter.step(store.where, "remove", WOULD_CHANGE if dry_run else CHANGED, snapshot.id)
-    finally:
-        store.close()
 
 
 def discard_on_hosts(env: Environment, snapshot: Snapshot, *, partial: bool = False) -> None:

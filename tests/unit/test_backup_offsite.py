@@ -158,6 +158,21 @@ def test_an_upload_cut_halfway_never_looks_complete(s3: S3Server, tmp_path: Path
     assert any(event.detail == "1 upload(s) an earlier copy left unfinished" for event in again.events)
 
 
+def test_two_copies_of_a_snapshot_at_once_from_this_machine_copy_it_once(s3: S3Server, tmp_path: Path) -> None:
+    """The schedule's copy and a person's: the second waits, then finds it there (it would otherwise
+    abort the first one's uploads and remove what it wrote)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bucket = s3.make_bucket("offsite-twice")
+    env = environment(tmp_path, bucket, s3.endpoint)
+    snapshot = make_snapshot(env, datetime(2026, 12, 2, tzinfo=UTC), {"redis-data": os.urandom(PART_SIZE + MiB)})
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: copy_offsite(env, RecordingReporter()), range(2)))
+    assert sorted(result.copied for result in results) == [False, True]
+    assert [(item.id, item.complete) for item in offsite_snapshots(env)[1]] == [(snapshot.id, True)]
+    assert uploads(s3, bucket) == []
+
+
 def test_a_copy_cut_in_its_first_upload_is_listed_and_pruned_with_its_parts(s3: S3Server, tmp_path: Path) -> None:
     """No object yet, only a multipart upload: it is stored and billed, so it must not be invisible."""
     bucket = s3.make_bucket("offsite-upload-only")

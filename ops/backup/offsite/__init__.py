@@ -5,9 +5,11 @@ what the policy does not keep there. The local snapshot is only read by a copy."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from ops.backup.catalogue import PARTIAL, choose_snapshot, find_snapshot, fsync_dir, read_snapshot, target_dir
 from ops.backup.model import OffsiteResult, Snapshot
@@ -17,6 +19,7 @@ from ops.backup.offsite.store import OffsiteStore
 from ops.config import Environment
 from ops.console import CHANGED, OK, Reporter
 from ops.errors import BackupError
+from ops.transport.docker import machine_lock
 
 # Each kind of offsite place by the form of BACKUP_OFFSITE; a new one is a module and a line here.
 OFFSITE_STORES: dict[str, Callable[[Environment], OffsiteStore]] = {
@@ -38,6 +41,11 @@ def offsite_store(env: Environment) -> OffsiteStore:
     return OFFSITE_STORES[scheme](env)
 
 
+def offsite_lock(env: Environment) -> AbstractContextManager[None]:
+    """This machine's lock on the environment's offsite place (copies and prunes take it)."""
+    return machine_lock("offsite-" + hashlib.sha256(env.backup.offsite.encode()).hexdigest()[:16])
+
+
 def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None = None) -> OffsiteResult:
     """Copy a complete local snapshot offsite; it counts there only once every archive is checked."""
     snapshot = find_snapshot(target_dir(env), snapshot_id)
@@ -47,14 +55,17 @@ def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None =
             hint="use BACKUP_TARGET=local for snapshots that go offsite",
         )
     store = offsite_store(env)
-    try:
-        there = {item.id: item for item in store.snapshots()}
-        if snapshot.id in there and there[snapshot.id].complete:
-            reporter.step(store.where, "offsite", OK, f"{snapshot.id} is there already")
-            return OffsiteResult(snapshot, store.where, copied=False)
-        sent = store.send(snapshot, reporter)
-    finally:
-        store.close()
+    # Two copies to one place from this machine (the schedule's and a person's) wait for each other:
+    # the second finds the snapshot there, instead of aborting the first one's uploads.
+    with offsite_lock(env):
+        try:
+            there = {item.id: item for item in store.snapshots()}
+            if snapshot.id in there and there[snapshot.id].complete:
+                reporter.step(store.where, "offsite", OK, f"{snapshot.id} is there already")
+                return OffsiteResult(snapshot, store.where, copied=False)
+            sent = store.send(snapshot, reporter)
+        finally:
+            store.close()
     reporter.step(store.where, "offsite", CHANGED, f"{snapshot.id} ({sent / 1e6:.1f} MB, checksums match)")
     return OffsiteResult(snapshot, store.where, copied=True, bytes=sent)
 

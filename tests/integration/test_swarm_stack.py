@@ -184,7 +184,7 @@ def moved_away(manager: Host, node: str, services: set[str]) -> list[str]:
 
     nodes = {item["ID"]: item["Description"]["Hostname"] for item in manager.docker().api.nodes()}
     listed, tasks = read_stack(manager, "demo")
-    others = [task for task in tasks if nodes.get(task["NodeID"]) != node]
+    others = [task for task in tasks if nodes.get(task.get("NodeID")) != node]  # a pending task has no node yet
     return [
         state.name for state in service_states("demo", listed, others, set()) if state.name in services and not state.ok
     ]

@@ -18,8 +18,7 @@ class LoadResult:
     failures: int = 0
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
-    first_failure: float | None = None  # seconds after the start
-    last_failure: float | None = None
+    last_failure: float | None = None  # seconds after the start
 
     @property
     def rate(self) -> float:
@@ -54,8 +53,6 @@ class Load:
             if not ok:
                 at = time.monotonic() - self.started
                 self.result.failures += 1
-                if self.result.first_failure is None:
-                    self.result.first_failure = at
                 self.result.last_failure = at
                 if len(self.result.examples) < 10:
                     self.result.examples.append(f"{at:.2f}s {what}")

@@ -34,7 +34,7 @@ class SwarmService:
     running: int  # tasks of the current spec that run (healthy, when the service has a health check)
     update: str = ""  # UpdateStatus.State: updating | completed | paused | rollback_* | "" (never updated)
     message: str = ""  # UpdateStatus.Message
-    error: str = ""  # the newest error of a task started since the gate began
+    error: str = ""  # what the most telling task started since the gate began says (task_error)
     failures: int = 0  # tasks started since the gate began that failed or were rejected
 
     @property
@@ -126,12 +126,12 @@ def task_error(tasks: list[dict[str, Any]], image: str) -> str:
     ended = [t for t in tasks if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("Err")]
     if not ended:
         return ""
-    newest = most_telling(ended, image)
-    status = newest.get("Status") or {}
+    telling = most_telling(ended, image)
+    status = telling.get("Status") or {}
     if status.get("Err"):
         return str(status["Err"])
     state = status.get("State", "")
-    return f"its new task {str(newest.get('ID'))[:12]} was stopped before it was healthy ({state})"
+    return f"its new task {str(telling.get('ID'))[:12]} was stopped before it was healthy ({state})"
 
 
 def read_stack(host: Host, stack: str) -> Snapshot:
@@ -212,9 +212,9 @@ def failed_task_evidence(leader: Host, hosts: Iterable[Host], stack: str, servic
     ]
     if not ended:
         return None
-    newest = most_telling(ended, failed_image(own[0]))
-    container = str(newest["Status"]["ContainerStatus"]["ContainerID"])
-    node = leader.docker().api.inspect_node(str(newest.get("NodeID")))
+    telling = most_telling(ended, failed_image(own[0]))
+    container = str(telling["Status"]["ContainerStatus"]["ContainerID"])
+    node = leader.docker().api.inspect_node(str(telling.get("NodeID")))
     name = str(((node.get("Spec") or {}).get("Labels") or {}).get(NODE_HOST_LABEL, ""))
     host = next((host for host in hosts if host.name == name), None)
     if host is None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ops.config import Environment
+from ops.config import Environment, HostSpec
 from ops.console import CHANGED, OK, SKIPPED, Reporter
 from ops.deploy.releases import ReleaseStore
 from ops.errors import SwarmError
@@ -41,9 +41,14 @@ class MaintenanceResult:
         return f"{what} ({self.seconds:.1f} s)"
 
 
+def host_named(env: Environment, name: str) -> HostSpec | None:
+    """The host of HOSTS that name names (as HOSTS spells it, or its address); None for any other name."""
+    return next((spec for spec in env.hosts if name in (spec.name, spec.address) and name), None)
+
+
 def resolve_node(env: Environment, state: SwarmState, name: str, runner_factory: RunnerFactory | None = None) -> str:
     """The node ID for name: a host as HOSTS names it, a node's hostname or its ID."""
-    spec = next((spec for spec in env.hosts if name in (spec.name, spec.address) and name), None)
+    spec = host_named(env, name)
     if spec is not None:
         host = node_host(env, spec, runner_factory)
         try:
@@ -153,7 +158,7 @@ def bring_current_images(
     """Pull the images the current release pins that the host lacks (it was down, or not yet a node,
     when that release was deployed; a deploy leaves out a node that is down); how many. A node named
     by hostname or ID rather than as HOSTS names it is not reached, and said so."""
-    spec = next((spec for spec in env.hosts if name in (spec.name, spec.address) and name), None)
+    spec = host_named(env, name)
     if spec is None:
         reporter.step(name, "images", SKIPPED, "not named as in HOSTS: its images are not checked")
         return 0

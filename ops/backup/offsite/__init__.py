@@ -5,6 +5,7 @@ what the policy does not keep there. The local snapshot is only read by a copy."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -57,15 +58,12 @@ def copy_offsite(env: Environment, reporter: Reporter, snapshot_id: str | None =
     store = offsite_store(env)
     # Two copies to one place from this machine (the schedule's and a person's) wait for each other:
     # the second finds the snapshot there, instead of aborting the first one's uploads.
-    with offsite_lock(env):
-        try:
-            there = {item.id: item for item in store.snapshots()}
-            if snapshot.id in there and there[snapshot.id].complete:
-                reporter.step(store.where, "offsite", OK, f"{snapshot.id} is there already")
-                return OffsiteResult(snapshot, store.where, copied=False)
-            sent = store.send(snapshot, reporter)
-        finally:
-            store.close()
+    with offsite_lock(env), contextlib.closing(store):
+        there = {item.id: item for item in store.snapshots()}
+        if snapshot.id in there and there[snapshot.id].complete:
+            reporter.step(store.where, "offsite", OK, f"{snapshot.id} is there already")
+            return OffsiteResult(snapshot, store.where, copied=False)
+        sent = store.send(snapshot, reporter)
     reporter.step(store.where, "offsite", CHANGED, f"{snapshot.id} ({sent / 1e6:.1f} MB, checksums match)")
     return OffsiteResult(snapshot, store.where, copied=True, bytes=sent)
 
